@@ -1,0 +1,58 @@
+"""Helpers shared by the tests: waiting on conditions, and child processes holding files open."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["hold_open", "wait_for"]
+
+
+def wait_for(
+    condition: Callable[[], object], *, timeout: float = 10.0, message: str = "condition"
+) -> None:
+    """Poll `condition` every few milliseconds until it is truthy; fail clearly at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {message}")
+        time.sleep(0.005)
+
+
+_HOLDER = r"""
+import os, sys
+flags = {"r": os.O_RDONLY, "w": os.O_WRONLY, "path": getattr(os, "O_PATH", os.O_RDONLY)}
+fd = os.open(sys.argv[1], flags[sys.argv[2]])
+sys.stdout.write("ready\n"); sys.stdout.flush()
+sys.stdin.read()
+os.close(fd)
+"""
+
+
+@contextmanager
+def hold_open(path: Path | str, mode: str = "r") -> Iterator[int]:
+    """Run a child process that holds `path` open (mode "r", "w" or "path" for O_PATH).
+
+    Yields the child's pid; the child closes the file and exits when the block ends.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", f"holder failed to open {path}"
+        yield proc.pid
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
