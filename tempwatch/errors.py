@@ -6,6 +6,7 @@ __all__ = [
     "AlreadyRunningError",
     "ConfigError",
     "OutsideBaseDirError",
+    "TempFileError",
     "TempwatchError",
 ]
 
@@ -15,7 +16,7 @@ class TempwatchError(Exception):
 
 
 class ConfigError(TempwatchError):
-    """A configuration value is invalid; the message names the key, the value and what is expected."""
+    """A configuration value is invalid: the message names the key, the value, what is expected."""
 
 
 class OutsideBaseDirError(TempwatchError):
@@ -24,3 +25,7 @@ class OutsideBaseDirError(TempwatchError):
 
 class AlreadyRunningError(TempwatchError):
     """Another tempwatch service already watches this base_dir."""
+
+
+class TempFileError(TempwatchError):
+    """Creating or removing a temporary file failed; the message says which file and why."""

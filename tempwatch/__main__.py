@@ -1,0 +1,5 @@
+import sys
+
+from tempwatch.cli import main
+
+sys.exit(main())

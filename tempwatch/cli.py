@@ -1,0 +1,170 @@
+"""The command line: `tempwatch run | clean | status | check-config`.
+
+The only place that turns typed errors into one-line messages and exit codes:
+0 success, 1 a deletion failed or another instance runs, 2 a configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from tempwatch.cleaner import PassReport
+from tempwatch.config import Config, load_config
+from tempwatch.deleter import DeleteResult
+from tempwatch.errors import ConfigError, TempwatchError
+from tempwatch.logsetup import configure_logging
+from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles
+from tempwatch.policy import Decision
+from tempwatch.units import format_duration, format_size
+
+__all__ = ["main", "run_main"]
+
+# Flags shared by every command, as (flag, config key, help).
+_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("--base-dir", "watch.base_dir", "directory to watch and clean"),
+    ("--max-age", "cleanup.max_age", 'age after which a file expires ("90s", "1h", "7d")'),
+    ("--interval", "cleanup.interval", "time between cleanup passes"),
+    ("--max-files", "limits.max_files", "maximum number of files (0 = unlimited)"),
+    ("--max-file-size", "limits.max_file_size", 'per-file size limit ("100MiB", 0 = none)'),
+    ("--max-total-size", "limits.max_total_size", 'total size quota ("10GiB", 0 = none)'),
+    ("--observer", "watch.observer", "auto, inotify or polling"),
+    ("--log-level", "log.level", "DEBUG, INFO, WARNING, ..."),
+    ("--log-format", "log.format", "text or json"),
+    ("--log-file", "log.file", "also log to this file"),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
+    for flag, _key, text in _OVERRIDES:
+        common.add_argument(flag, metavar="VALUE", help=text)
+    common.add_argument(
+        "--dry-run", action="store_true", default=None, help="decide and report, delete nothing"
+    )
+    parser = argparse.ArgumentParser(
+        prog="tempwatch", description="Keeps temporary directories from leaking."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run the watcher service")
+    clean = commands.add_parser("clean", parents=[common], help="one cleanup pass, then exit")
+    clean.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    status = commands.add_parser("status", parents=[common], help="what is piling up")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    commands.add_parser("check-config", parents=[common], help="print the effective config")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for flag, key, _text in _OVERRIDES:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            found[key] = value
+    if args.dry_run:
+        found["cleanup.dry_run"] = True
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    overrides = _overrides(args)
+
+    def load() -> Config:
+        return load_config(args.config, overrides=overrides)
+
+    try:
+        config = load()
+        if args.command == "check-config":
+            print(config.to_toml(), end="")
+            return 0
+        if args.command == "run":
+            from tempwatch.daemon import run_daemon  # watchdog is imported only to watch
+
+            return run_daemon(load, configure_logging=lambda c: configure_logging(c.log))
+        if args.command == "status":
+            return _status(config, as_json=args.json)
+        return _clean(config, quiet=args.quiet)
+    except ConfigError as e:
+        _fail(f"config error: {e}")
+        return 2
+    except TempwatchError as e:
+        _fail(str(e))
+        return 2
+
+
+def _fail(message: str) -> None:
+    print(f"tempwatch: {message}", file=sys.stderr)
+
+
+def _status(config: Config, *, as_json: bool) -> int:
+    from tempwatch.status import gather_status, render_text
+
+    open_paths = (
+        LazyOpenFiles(str(config.watch.base_dir)) if config.cleanup.skip_open_files
+        else NO_OPEN_FILES
+    )
+    report = gather_status(config, open_paths=open_paths)
+    print(report.to_json() if as_json else render_text(report))
+    return 0
+
+
+class _Printer:
+    """Prints one line per deletion on stdout and, on a terminal, progress on stderr."""
+
+    def __init__(self, *, dry_run: bool, progress: TextIO | None, out: TextIO = sys.stdout):
+        self._verb = "would delete" if dry_run else "deleted"
+        self._progress = progress
+        self._out = out
+        self._done = 0
+        self._shown_at = 0.0
+
+    def on_deleted(self, decision: Decision, result: DeleteResult) -> None:
+        self._out.write(
+            f"{self._verb} {decision.path!r} ({decision.reason.value}, "
+            f"age {format_duration(decision.age_seconds)}, {format_size(result.size_bytes)})\n"
+        )
+        self._done += 1
+        if self._progress is not None and time.monotonic() - self._shown_at > 0.1:
+            self._shown_at = time.monotonic()
+            self._progress.write(f"\rtempwatch: {self._done} files removed")
+            self._progress.flush()
+
+    def on_skipped_open(self, decision: Decision) -> None:
+        pass
+
+    def on_failed(self, decision: Decision, result: DeleteResult) -> None:
+        self._out.write(f"failed {decision.path!r} ({decision.reason.value}): {result.error}\n")
+
+    def on_pass(self, report: PassReport) -> None:
+        if self._progress is not None and self._shown_at:
+            self._progress.write("\r\033[K")
+            self._progress.flush()
+
+
+def _clean(config: Config, *, quiet: bool) -> int:
+    from tempwatch.oneshot import clean_once
+
+    # Each deletion is printed on stdout; the stderr log keeps to warnings so a terminal
+    # does not show every line twice. A log file, if set, still gets every event.
+    configure_logging(config.log, stream=sys.stderr, stream_level="WARNING")
+    progress = sys.stderr if sys.stderr.isatty() and not quiet else None
+    printer = _Printer(dry_run=config.cleanup.dry_run, progress=progress)
+    report, _state = clean_once(config, listener=printer)
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{verb} {len(report.deleted)} files ({format_size(report.deleted_bytes)}), "
+        f"{len(report.skipped_open)} skipped as open, {len(report.failed)} errors"
+    )
+    return 1 if report.failed else 0
+
+
+def run_main() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+

@@ -1,0 +1,555 @@
+"""Typed, frozen configuration, and the one loader that builds it.
+
+Precedence, lowest to highest: built-in defaults < TOML file < environment < overrides
+(the command line). Every value from every layer is validated, so a broken config file
+is reported even when the environment happens to override the broken key. The loader
+reads files and stats paths, but never logs, exits, creates or deletes anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the tomli backport has the same API
+    import tomli as tomllib
+
+from tempwatch.errors import ConfigError
+from tempwatch.units import format_duration, format_size, parse_duration, parse_size, render_value
+
+__all__ = [
+    "CONFIG_PATH_ENV",
+    "ENV_VARS",
+    "LOG_LEVELS",
+    "CleanupConfig",
+    "Config",
+    "LimitsConfig",
+    "LogConfig",
+    "LogFormat",
+    "MetricsConfig",
+    "ObserverKind",
+    "WatchConfig",
+    "default_base_dir",
+    "load_config",
+]
+
+ObserverKind = Literal["auto", "inotify", "polling"]
+LogFormat = Literal["text", "json"]
+
+_OBSERVER_KINDS: tuple[ObserverKind, ...] = ("auto", "inotify", "polling")
+_LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+CONFIG_PATH_ENV = "TEMPWATCH_CONFIG"
+"""Environment variable naming the config file when no path is passed to load_config."""
+
+ENV_VARS: Mapping[str, str] = {
+    "TEMP_FILE_BASE_DIR": "watch.base_dir",
+    "TEMP_FILE_MAX_AGE": "cleanup.max_age",
+    "TEMP_FILE_CLEANUP_INTERVAL": "cleanup.interval",
+    "MAX_TEMP_FILES": "limits.max_files",
+    "TEMP_FILE_SIZE_LIMIT": "limits.max_file_size",
+    "TEMP_FILE_SECURE_DELETE": "cleanup.secure_delete",
+    "TEMP_FILE_PERMISSION_MASK": "cleanup.permission_mask",
+    "TEMP_FILE_OWNER_CHECK": "cleanup.owner_check",
+    "LOG_LEVEL": "log.level",
+    "LOG_FORMAT": "log.format",
+    "LOG_FILE": "log.file",
+    "ENABLE_TEMP_FILE_METRICS": "metrics.enabled",
+    "PROMETHEUS_PORT": "metrics.port",
+}
+"""Environment variable -> the TOML key it overrides."""
+
+
+def default_base_dir() -> Path:
+    """The directory watched when nothing says otherwise: <system temp dir>/tempwatch, resolved."""
+    return Path(os.path.realpath(Path(tempfile.gettempdir()) / "tempwatch"))
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """What to watch. `base_dir` is absolute and resolved when built by load_config."""
+
+    base_dir: Path = field(default_factory=default_base_dir)
+    recursive: bool = True
+    observer: ObserverKind = "auto"
+    rescan_interval_seconds: float = 600.0
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupConfig:
+    """When files expire and how they are removed.
+
+    `permission_mask` is umask-style, for files the library creates: mode = 0o666 & ~mask.
+    """
+
+    max_age_seconds: float = 3600.0
+    interval_seconds: float = 300.0
+    skip_open_files: bool = True
+    secure_delete: bool = False
+    owner_check: bool = False
+    dry_run: bool = False
+    remove_empty_dirs: bool = False
+    permission_mask: int = 0o077
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Eviction limits; 0 means unlimited. Eviction stops at low_watermark * limit."""
+
+    max_files: int = 10000
+    max_file_size_bytes: int = 100 * 1024**2
+    max_total_size_bytes: int = 0
+    low_watermark: float = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Log level (stored upper case), format and the optional file sink (loguru options)."""
+
+    level: str = "INFO"
+    format: LogFormat = "text"
+    file: Path | None = None
+    rotation: str | None = None
+    retention: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint; port 0 means any free port."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 9090
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration. `source` is the TOML file it came from (not compared)."""
+
+    watch: WatchConfig
+    cleanup: CleanupConfig = CleanupConfig()
+    limits: LimitsConfig = LimitsConfig()
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    source: Path | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """The effective config as a nested dict keyed like the TOML file (JSON-serialisable).
+
+        Durations and sizes use human units when that is exact; unset optional values
+        are left out, as TOML has no null.
+        """
+        return {section: table for section, table in _tables(self).items()}
+
+    def to_toml(self) -> str:
+        """The effective config as TOML; load_config reads it back to an equal Config."""
+        lines = ["# Effective tempwatch configuration."]
+        if self.source is not None:
+            lines.append(f"# Loaded from {_toml_value(str(self.source))}.")
+        for section, table in _tables(self).items():
+            lines += ["", f"[{section}]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _tables(config: Config) -> dict[str, dict[str, object]]:
+    watch, cleanup, limits, log = config.watch, config.cleanup, config.limits, config.log
+    log_table = {
+        "level": log.level,
+        "format": log.format,
+        "file": None if log.file is None else str(log.file),
+        "rotation": log.rotation,
+        "retention": log.retention,
+    }
+    return {
+        "watch": {
+            "base_dir": str(watch.base_dir),
+            "recursive": watch.recursive,
+            "observer": watch.observer,
+            "rescan_interval": _human_duration(watch.rescan_interval_seconds),
+            "exclude": list(watch.exclude),
+        },
+        "cleanup": {
+            "max_age": _human_duration(cleanup.max_age_seconds),
+            "interval": _human_duration(cleanup.interval_seconds),
+            "skip_open_files": cleanup.skip_open_files,
+            "secure_delete": cleanup.secure_delete,
+            "owner_check": cleanup.owner_check,
+            "dry_run": cleanup.dry_run,
+            "remove_empty_dirs": cleanup.remove_empty_dirs,
+            "permission_mask": f"0o{cleanup.permission_mask:03o}",
+        },
+        "limits": {
+            "max_files": limits.max_files,
+            "max_file_size": _human_size(limits.max_file_size_bytes),
+            "max_total_size": _human_size(limits.max_total_size_bytes),
+            "low_watermark": limits.low_watermark,
+        },
+        "log": {key: value for key, value in log_table.items() if value is not None},
+        "metrics": {
+            "enabled": config.metrics.enabled,
+            "address": config.metrics.address,
+            "port": config.metrics.port,
+        },
+    }
+
+
+def _human_duration(seconds: float) -> str | float:
+    text = format_duration(seconds)
+    try:
+        return text if parse_duration(text, "") == seconds else seconds
+    except ConfigError:
+        return seconds
+
+
+def _human_size(size_bytes: int) -> str | int:
+    if size_bytes == 0:
+        return 0  # reads as "unlimited" better than "0 B"
+    text = format_size(size_bytes)
+    return text if parse_size(text, "") == size_bytes else size_bytes
+
+
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _toml_string(text: str) -> str:
+    chars = (
+        _TOML_ESCAPES.get(char)
+        or (f"\\u{ord(char):04X}" if ord(char) < 0x20 or ord(char) == 0x7F else char)
+        for char in text
+    )
+    return '"' + "".join(chars) + '"'
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__} as TOML")
+
+
+# --- validation of single values -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """Where a value came from: relative paths are taken from `relative_to`."""
+
+    relative_to: Path
+    from_env: bool = False
+
+
+_Converter = Callable[[object, str, _Origin], Any]
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+_ENV_INT = re.compile(r"\s*[0-9]+\s*")
+_OCTAL_MASK = re.compile(r"\s*(?:0[oO])?([0-7]{1,4})\s*")
+
+
+def _invalid(label: str, expected: str, value: object, note: str = "") -> ConfigError:
+    return ConfigError(f"{label}: expected {expected}, got {render_value(value)}{note}")
+
+
+def _to_bool(value: object, label: str, origin: _Origin) -> bool:
+    if isinstance(value, bool):
+        return value
+    if not origin.from_env:
+        raise _invalid(label, "true or false", value)
+    word = value.strip().lower() if isinstance(value, str) else ""
+    if word in _TRUE_WORDS or word in _FALSE_WORDS:
+        return word in _TRUE_WORDS
+    raise _invalid(label, "true/false, 1/0, yes/no or on/off", value)
+
+
+def _int_between(low: int, high: int | None) -> _Converter:
+    expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
+    def convert(value: object, label: str, origin: _Origin) -> int:
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif origin.from_env and isinstance(value, str) and _ENV_INT.fullmatch(value):
+            number = int(value)
+        if number is None or number < low or (high is not None and number > high):
+            raise _invalid(label, expected, value)
+        return number
+
+    return convert
+
+
+def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> _Converter:
+    expected = "one of " + ", ".join(f'"{choice}"' for choice in choices)
+
+    def convert(value: object, label: str, origin: _Origin) -> str:
+        if isinstance(value, str):
+            word = value.strip().upper() if upper else value.strip().lower()
+            if word in choices:
+                return word
+        raise _invalid(label, expected, value)
+
+    return convert
+
+
+def _to_duration(value: object, label: str, origin: _Origin) -> float:
+    return parse_duration(value, label)
+
+
+def _to_size(value: object, label: str, origin: _Origin) -> int:
+    return parse_size(value, label)
+
+
+def _to_watermark(value: object, label: str, origin: _Origin) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
+        return float(value)
+    raise _invalid(label, "a number in (0, 1]", value)
+
+
+def _to_text(value: object, label: str, origin: _Origin) -> str:
+    if isinstance(value, str) and value.strip() and value.isprintable():
+        return value.strip()
+    raise _invalid(label, "a non-empty string", value)
+
+
+def _to_retention(value: object, label: str, origin: _Origin) -> str:
+    # loguru reads an int as "keep this many files"; TOML users will write `retention = 5`.
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return str(value)
+    if isinstance(value, str) and value.strip() and value.isprintable():
+        return value.strip()
+    raise _invalid(label, 'a non-empty string like "7 days", or a file count > 0', value)
+
+
+def _to_exclude(value: object, label: str, origin: _Origin) -> tuple[str, ...]:
+    if isinstance(value, list | tuple) and all(_is_relative_glob(item) for item in value):
+        return tuple(value)
+    raise _invalid(label, "a list of glob patterns relative to base_dir", value)
+
+
+def _is_relative_glob(item: object) -> bool:
+    return isinstance(item, str) and bool(item) and not os.path.isabs(item)
+
+
+def _to_mask(value: object, label: str, origin: _Origin) -> int:
+    mask: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        mask = value
+    elif isinstance(value, str) and (digits := _OCTAL_MASK.fullmatch(value)):
+        mask = int(digits.group(1), 8)
+    # Files the library creates in a shared temp dir must never be writable by others.
+    if mask is None or mask > 0o777 or not mask & 0o002:
+        expected = 'an octal mask like "077" that sets 0o002 (no world-writable files)'
+        raise _invalid(label, expected, value)
+    return mask
+
+
+def _path_text(value: object, label: str) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise _invalid(label, "a path", value)
+    return os.path.expanduser(value)
+
+
+def _to_log_file(value: object, label: str, origin: _Origin) -> Path:
+    return Path(os.path.abspath(origin.relative_to / _path_text(value, label)))
+
+
+def _to_base_dir(value: object, label: str, origin: _Origin) -> Path:
+    resolved = Path(os.path.realpath(origin.relative_to / _path_text(value, label)))
+    if resolved == Path(resolved.anchor):
+        raise _invalid(label, "a directory other than the root directory", value)
+    if os.path.lexists(resolved) and not os.path.isdir(resolved):
+        raise _invalid(label, "a directory", value, " (it exists and is not a directory)")
+    if not os.path.isdir(resolved.parent):
+        note = f" (parent directory {render_value(str(resolved.parent))} does not exist)"
+        raise _invalid(label, "a directory whose parent exists", value, note)
+    return resolved
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """One TOML key: the dataclass field it sets and how its value is checked."""
+
+    field: str
+    convert: _Converter
+
+
+_KEYS: dict[str, _Key] = {
+    "watch.base_dir": _Key("base_dir", _to_base_dir),
+    "watch.recursive": _Key("recursive", _to_bool),
+    "watch.observer": _Key("observer", _one_of(_OBSERVER_KINDS)),
+    "watch.rescan_interval": _Key("rescan_interval_seconds", _to_duration),
+    "watch.exclude": _Key("exclude", _to_exclude),
+    "cleanup.max_age": _Key("max_age_seconds", _to_duration),
+    "cleanup.interval": _Key("interval_seconds", _to_duration),
+    "cleanup.skip_open_files": _Key("skip_open_files", _to_bool),
+    "cleanup.secure_delete": _Key("secure_delete", _to_bool),
+    "cleanup.owner_check": _Key("owner_check", _to_bool),
+    "cleanup.dry_run": _Key("dry_run", _to_bool),
+    "cleanup.remove_empty_dirs": _Key("remove_empty_dirs", _to_bool),
+    "cleanup.permission_mask": _Key("permission_mask", _to_mask),
+    "limits.max_files": _Key("max_files", _int_between(0, None)),
+    "limits.max_file_size": _Key("max_file_size_bytes", _to_size),
+    "limits.max_total_size": _Key("max_total_size_bytes", _to_size),
+    "limits.low_watermark": _Key("low_watermark", _to_watermark),
+    "log.level": _Key("level", _one_of(LOG_LEVELS, upper=True)),
+    "log.format": _Key("format", _one_of(_LOG_FORMATS)),
+    "log.file": _Key("file", _to_log_file),
+    "log.rotation": _Key("rotation", _to_text),
+    "log.retention": _Key("retention", _to_retention),
+    "metrics.enabled": _Key("enabled", _to_bool),
+    "metrics.address": _Key("address", _to_text),
+    "metrics.port": _Key("port", _int_between(0, 65535)),
+}
+_SECTIONS = tuple(dict.fromkeys(key.partition(".")[0] for key in _KEYS))
+
+
+# --- the layers ----------------------------------------------------------------------------
+
+
+def _unknown(kind: str, name: str, suggestion: str | None) -> ConfigError:
+    hint = f' (did you mean "{suggestion}"?)' if suggestion else ""
+    return ConfigError(f"unknown {kind} {render_value(name)}{hint}")
+
+
+def _suggest_key(name: str) -> str | None:
+    # A right key in the wrong section ("cleanup.max_files") or without one ("port") is
+    # a likelier mistake than a typo, so the last part is compared first.
+    by_leaf = {key.rpartition(".")[2]: key for key in _KEYS}
+    leaf = name.rpartition(".")[2]
+    if leaf in by_leaf:
+        return by_leaf[leaf]
+    close = difflib.get_close_matches(name, list(_KEYS), n=1)
+    close = close or [by_leaf[match] for match in difflib.get_close_matches(leaf, by_leaf, n=1)]
+    return close[0] if close else None
+
+
+def _convert(key: str, value: object, label: str, origin: _Origin) -> tuple[str, object]:
+    spec = _KEYS.get(key)
+    if spec is None:
+        raise _unknown("key", key, _suggest_key(key))
+    return key, spec.convert(value, label, origin)
+
+
+def _read_toml(path: Path, shown: str) -> dict[str, Any]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {shown}") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {shown}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{shown}: invalid TOML: not UTF-8 ({e.reason})") from e
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{shown}: invalid TOML: {' '.join(str(e).split())}") from e
+
+
+def _from_toml(path: Path, shown: str) -> dict[str, object]:
+    origin = _Origin(relative_to=path.parent)
+    values: dict[str, object] = {}
+    for section, table in _read_toml(path, shown).items():
+        if section in _SECTIONS and not isinstance(table, dict):
+            raise _invalid(section, f"a table ([{section}])", table)
+        if not isinstance(table, dict):
+            raise _unknown("key", section, _suggest_key(section))
+        if section not in _SECTIONS:
+            close = difflib.get_close_matches(section, _SECTIONS, n=1)
+            raise _unknown("section", section, close[0] if close else None)
+        for key, value in table.items():
+            dotted = f"{section}.{key}"
+            values.update([_convert(dotted, value, dotted, origin)])
+    return values
+
+
+def _from_env(env: Mapping[str, str], cwd: Path) -> dict[str, object]:
+    origin = _Origin(relative_to=cwd, from_env=True)
+    values: dict[str, object] = {}
+    for variable, key in ENV_VARS.items():
+        raw = env.get(variable, "")
+        if raw.strip():
+            values.update([_convert(key, raw, f"{variable} (environment)", origin)])
+    return values
+
+
+def _from_overrides(overrides: Mapping[str, object], cwd: Path) -> dict[str, object]:
+    origin = _Origin(relative_to=cwd)
+    # None means "flag not given", so the CLI can pass every option it has.
+    return dict(
+        _convert(key, value, key, origin) for key, value in overrides.items() if value is not None
+    )
+
+
+def _config_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path, str] | None:
+    given = os.fspath(path) if path is not None else env.get(CONFIG_PATH_ENV, "").strip()
+    if not given:
+        return None
+    expanded = os.path.expanduser(given)
+    return Path(os.path.abspath(expanded)), expanded
+
+
+def _build(values: Mapping[str, object], source: Path | None, cwd: Path) -> Config:
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for key, value in values.items():
+        sections[key.partition(".")[0]][_KEYS[key].field] = value
+    if "base_dir" not in sections["watch"]:
+        origin = _Origin(relative_to=cwd)
+        sections["watch"]["base_dir"] = _to_base_dir(default_base_dir(), "watch.base_dir", origin)
+    return Config(
+        watch=WatchConfig(**sections["watch"]),
+        cleanup=CleanupConfig(**sections["cleanup"]),
+        limits=LimitsConfig(**sections["limits"]),
+        log=LogConfig(**sections["log"]),
+        metrics=MetricsConfig(**sections["metrics"]),
+        source=source,
+    )
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build the effective Config: defaults < TOML file < environment < overrides.
+
+    The file is `path`, else $TEMPWATCH_CONFIG, else none. `env=None` reads os.environ.
+    `overrides` are TOML keys in dotted form ({"cleanup.max_age": "5m"}) checked like TOML
+    values; a None value is ignored. Relative paths in the file are taken from the file's
+    directory, others from the current directory. Raises ConfigError, one line, naming the
+    key (or environment variable) and the bad value.
+    """
+    environ = os.environ if env is None else env
+    cwd = Path.cwd()
+    config_file = _config_file(path, environ)
+    values: dict[str, object] = {}
+    if config_file is not None:
+        values.update(_from_toml(*config_file))
+    values.update(_from_env(environ, cwd))
+    values.update(_from_overrides(overrides or {}, cwd))
+    return _build(values, None if config_file is None else config_file[0], cwd)

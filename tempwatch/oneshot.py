@@ -1,0 +1,109 @@
+"""One pass over base_dir as it is on disk, without the service: `tempwatch clean`.
+
+Age comes from each file's mtime. The same policy, open-file check and deleter as the
+service decide and delete; the limits apply too, oldest first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tempwatch.cleaner import CleanupListener, PassReport, run_pass
+from tempwatch.config import Config
+from tempwatch.deleter import Deleter
+from tempwatch.errors import TempwatchError
+from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
+from tempwatch.policy import Limits
+from tempwatch.registry import Registry
+from tempwatch.scan import ScanResult, scan_tree
+
+__all__ = ["LOCK_FILE_NAME", "DiskState", "clean_once", "limits_of", "own_files", "read_disk"]
+
+LOCK_FILE_NAME = ".tempwatch.lock"
+
+
+@dataclass(slots=True)
+class DiskState:
+    """What a scan found, as a registry keyed by path with mtimes as registration times."""
+
+    registry: Registry
+    scan: ScanResult
+
+
+def limits_of(config: Config) -> Limits:
+    """The policy's limits from the configuration."""
+    return Limits(
+        max_age_seconds=config.cleanup.max_age_seconds,
+        max_files=config.limits.max_files,
+        max_file_size_bytes=config.limits.max_file_size_bytes,
+        max_total_size_bytes=config.limits.max_total_size_bytes,
+        low_watermark=config.limits.low_watermark,
+    )
+
+
+def own_files(config: Config) -> frozenset[str]:
+    """tempwatch's own files that may sit in base_dir: never registered, never deleted."""
+    base = str(config.watch.base_dir)
+    own = {os.path.join(base, LOCK_FILE_NAME)}
+    if config.log.file is not None:
+        own.add(os.path.realpath(config.log.file))
+    return frozenset(own)
+
+
+def read_disk(config: Config) -> DiskState:
+    """Scan base_dir into a registry, oldest first. Raises TempwatchError if it is missing."""
+    base = config.watch.base_dir
+    if not base.is_dir():
+        raise TempwatchError(
+            f"base_dir {base} does not exist: create it or set watch.base_dir (--base-dir)"
+        )
+    scan = scan_tree(
+        base,
+        recursive=config.watch.recursive,
+        exclude=config.watch.exclude,
+        skip_names=own_files(config),
+    )
+    registry = Registry()
+    for info in sorted(scan.files, key=lambda f: f.mtime):
+        registry.add(info.path, info.mtime, info.size_bytes, info.ino)
+    return DiskState(registry, scan)
+
+
+def clean_once(
+    config: Config,
+    *,
+    listener: CleanupListener | None = None,
+    clock: Callable[[], float] = time.time,
+    sweep: Callable[[str], OpenFiles] = sweep_open_files,
+) -> tuple[PassReport, DiskState]:
+    """Scan, decide and delete once. Returns what was done and what was found."""
+    state = read_disk(config)
+    cleanup = config.cleanup
+    deleter = Deleter(
+        config.watch.base_dir,
+        secure_delete=cleanup.secure_delete,
+        owner_uid=os.geteuid() if cleanup.owner_check else None,
+        dry_run=cleanup.dry_run,
+    )
+    open_paths = (
+        LazyOpenFiles(str(config.watch.base_dir), sweep)
+        if cleanup.skip_open_files
+        else NO_OPEN_FILES
+    )
+    report = run_pass(
+        state.registry,
+        deleter,
+        limits_of(config),
+        open_paths=open_paths,
+        clock=clock,
+        listener=listener,
+        dry_run=cleanup.dry_run,
+    )
+    if cleanup.remove_empty_dirs and not cleanup.dry_run:
+        now = clock()
+        for directory in state.scan.dirs:
+            deleter.remove_empty_dir(directory.path, cleanup.max_age_seconds, now)
+    return report, state

@@ -1,0 +1,279 @@
+"""Which files under base_dir some process holds open: one sweep over all processes per pass.
+
+This is the only module of the package that imports psutil. A cleanup pass asks one question
+per candidate file ("is it open?"), so the answer is computed once, as a set, by one sweep over
+every visible process, and each candidate is a set lookup. `LazyOpenFiles` defers that sweep to
+the first question, so a pass with nothing to delete costs nothing.
+
+How the sweep reads the kernel. On Linux it lists /proc/PID/fd itself (process list from
+psutil) and keeps only the links whose target lies strictly under base_dir; it stats only those,
+through the descriptor, so the (st_dev, st_ino) recorded is the file actually held even if its
+name changed. psutil's own `Process.open_files()` also stats every regular file and reads
+/proc/PID/fdinfo for each, which is why it is not the Linux path; it remains the fallback where
+there is no /proc. Both paths report descriptors opened with O_RDONLY, O_WRONLY/O_RDWR and
+O_PATH; the procfs path also reports held directories, psutil's only regular files.
+
+What a sweep cannot see, so what may still be deleted while in use:
+
+- Processes of other users when the service is not root: /proc/PID/fd needs ptrace-read
+  access. They are skipped and counted in `processes_denied`.
+- Processes outside the service's PID namespace (a service in a container sees only its
+  container), and files opened through another path to the same file (a bind mount, a
+  container's own mount namespace): the kernel reports the path as that process sees it.
+- Files only memory-mapped (mmap, then close): a mapping is not a descriptor.
+- A descriptor private to one thread (after unshare(CLONE_FILES)): /proc/PID/fd shows the
+  thread-group leader's table only.
+- Files opened after the sweep: a pass sweeps once, so a file opened between the sweep and its
+  deletion can still be deleted in that pass. No sweep can close that window.
+
+Paths the kernel reports as "<path> (deleted)" are unlinked already and ignored, unless a file
+of that literal name is the one held.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import psutil
+
+__all__ = [
+    "NO_OPEN_FILES",
+    "LazyOpenFiles",
+    "OpenFileSet",
+    "OpenFiles",
+    "SweepMethod",
+    "sweep_open_files",
+]
+
+SweepMethod = Literal["auto", "procfs", "psutil"]
+
+_PROC = "/proc"
+_DELETED_SUFFIX = " (deleted)"
+
+
+class OpenFileSet(Protocol):
+    """What the cleanup pass asks: is this path, or this file identity, held open?"""
+
+    def __contains__(self, path: object) -> bool: ...
+
+    def holds(self, path: str, dev: int, ino: int) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFiles:
+    """The result of one sweep: files under base_dir held open by some visible process.
+
+    `paths` are absolute, as the kernel reports them (resolved, no symlinks). `ids` are the
+    (st_dev, st_ino) of the held files, so a file renamed after the sweep is still recognised.
+    """
+
+    paths: frozenset[str]
+    ids: frozenset[tuple[int, int]]
+    processes_seen: int
+    processes_denied: int
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and path in self.paths
+
+    def holds(self, path: str, dev: int, ino: int) -> bool:
+        """Whether the file at `path` with identity (dev, ino) is held open, by name or identity."""
+        return path in self.paths or (dev, ino) in self.ids
+
+
+def sweep_open_files(
+    base_dir: str, *, exclude_pid: int | None = None, method: SweepMethod = "auto"
+) -> OpenFiles:
+    """Sweep every visible process once; return the files strictly under `base_dir` held open.
+
+    `base_dir` is resolved with realpath, because the kernel reports resolved paths and an
+    unresolved prefix would silently match nothing. Processes that vanish or are denied during
+    the sweep never abort it. The calling process is included unless `exclude_pid` names it.
+    `method` "auto" reads /proc where it exists and falls back to psutil's `open_files()`.
+    """
+    prefix = _prefix_of(os.path.realpath(base_dir))
+    if method == "procfs" or (method == "auto" and os.path.isdir(f"{_PROC}/self/fd")):
+        return _sweep_procfs(prefix, exclude_pid)
+    return _sweep_psutil(prefix, exclude_pid)
+
+
+class LazyOpenFiles:
+    """Container[str] that runs one sweep on the first membership test and reuses it.
+
+    Make one per cleanup pass: a pass with no candidates never sweeps, and a pass with many
+    sweeps once. Not thread-safe; a pass runs on one thread. If the sweep raises, the error
+    reaches the caller, which must then delete nothing rather than assume nothing is open.
+    """
+
+    __slots__ = ("_base_dir", "_result", "_sweep")
+
+    def __init__(
+        self, base_dir: str, sweep: Callable[[str], OpenFiles] = sweep_open_files
+    ) -> None:
+        self._base_dir = base_dir
+        self._sweep = sweep
+        self._result: OpenFiles | None = None
+
+    def _open_files(self) -> OpenFiles:
+        if self._result is None:
+            self._result = self._sweep(self._base_dir)
+        return self._result
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._open_files()
+
+    def holds(self, path: str, dev: int, ino: int) -> bool:
+        """Whether the file is held open by name or by identity (sweeps on first use)."""
+        return self._open_files().holds(path, dev, ino)
+
+    @property
+    def swept(self) -> bool:
+        """Whether the sweep has run."""
+        return self._result is not None
+
+    @property
+    def result(self) -> OpenFiles | None:
+        """The sweep's result, or None while no question has been asked."""
+        return self._result
+
+
+class _NoOpenFiles:
+    """The answer when the open-file check is switched off: nothing is ever open."""
+
+    __slots__ = ()
+
+    def __contains__(self, path: object) -> bool:
+        return False
+
+    def holds(self, path: str, dev: int, ino: int) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "NO_OPEN_FILES"
+
+
+NO_OPEN_FILES: OpenFileSet = _NoOpenFiles()
+
+
+@dataclass(slots=True)
+class _Collector:
+    prefix: str
+    paths: set[str] = field(default_factory=set)
+    ids: set[tuple[int, int]] = field(default_factory=set)
+    seen: int = 0
+    denied: int = 0
+
+    def add(self, path: str, stat: os.stat_result | None) -> None:
+        identity = None if stat is None else (stat.st_dev, stat.st_ino)
+        if path.endswith(_DELETED_SUFFIX):
+            # Usually an unlinked file; but a live file may carry that literal name, and a file
+            # with another hard link left is still held through that link.
+            if stat is None or stat.st_nlink == 0:
+                return
+            if _identity_of(path) == identity:
+                self.paths.add(path)
+        else:
+            self.paths.add(path)
+        if identity is not None:
+            self.ids.add(identity)
+
+    def result(self) -> OpenFiles:
+        return OpenFiles(frozenset(self.paths), frozenset(self.ids), self.seen, self.denied)
+
+
+def _prefix_of(real_base_dir: str) -> str:
+    return real_base_dir if real_base_dir.endswith("/") else real_base_dir + "/"
+
+
+def _identity_of(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.lstat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _sweep_procfs(prefix: str, exclude_pid: int | None) -> OpenFiles:
+    found = _Collector(prefix)
+    for pid in psutil.pids():
+        if pid == exclude_pid:
+            continue
+        try:
+            # A descriptor on the directory stays bound to this process: if the pid is reused
+            # mid-scan, reads fail with ENOENT instead of listing the newcomer's files.
+            dir_fd = os.open(f"{_PROC}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except PermissionError:
+            found.denied += 1
+            continue
+        except OSError:
+            continue  # gone before we looked
+        try:
+            _scan_fd_dir(dir_fd, found)
+        except PermissionError:
+            found.denied += 1
+        except OSError:
+            pass  # exited mid-scan; what was read is kept
+        else:
+            found.seen += 1
+        finally:
+            os.close(dir_fd)
+    return found.result()
+
+
+def _scan_fd_dir(dir_fd: int, found: _Collector) -> None:
+    prefix = found.prefix
+    for name in os.listdir(dir_fd):
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except PermissionError:
+            raise
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                # The path is too long to report but the file is real: keep its identity.
+                _add_identity_only(name, dir_fd, found)
+            continue  # otherwise closed since the listing
+        if target.startswith(prefix):
+            found.add(target, _stat_through_fd(name, dir_fd))
+
+
+def _stat_through_fd(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def _add_identity_only(name: str, dir_fd: int, found: _Collector) -> None:
+    stat = _stat_through_fd(name, dir_fd)
+    if stat is not None:
+        found.ids.add((stat.st_dev, stat.st_ino))
+
+
+def _sweep_psutil(prefix: str, exclude_pid: int | None) -> OpenFiles:
+    found = _Collector(prefix)
+    for proc in psutil.process_iter():
+        if proc.pid == exclude_pid:
+            continue
+        try:
+            held = proc.open_files()
+        except (psutil.AccessDenied, PermissionError):
+            found.denied += 1
+            continue
+        except (psutil.NoSuchProcess, OSError):
+            continue  # ZombieProcess is a NoSuchProcess: its descriptors are closed
+        found.seen += 1
+        for item in held:
+            if item.path.startswith(prefix):
+                found.add(item.path, _stat_path(item.path))
+    return found.result()
+
+
+def _stat_path(path: str) -> os.stat_result | None:
+    # Without /proc there is no way to stat through the descriptor; the name is what we have.
+    try:
+        return os.stat(path)
+    except OSError:
+        return None

@@ -1,0 +1,175 @@
+"""The cleanup policy: which files should go, and why. Pure: no I/O, no clock, no locks.
+
+It reads entries oldest first and answers with decisions, each with its reason. Files
+that are open are never chosen; when a limit cannot be met because the remaining files
+are open, the plan says how many files and bytes are pinned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from tempwatch.registry import Entry
+
+__all__ = ["Decision", "Limits", "Plan", "Reason", "plan_evictions", "plan_pass"]
+
+
+class Reason(str, Enum):
+    """Why a file is removed."""
+
+    EXPIRED = "expired"
+    OVERSIZE = "oversize"
+    OVER_COUNT = "over-count"
+    OVER_QUOTA = "over-quota"
+    FORCED = "forced"
+
+    @property
+    def label(self) -> str:
+        """The form used as a metric label: over_count, over_quota, ..."""
+        return self.value.replace("-", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the policy enforces. 0 means unlimited for the counts and sizes."""
+
+    max_age_seconds: float
+    max_files: int = 0
+    max_file_size_bytes: int = 0
+    max_total_size_bytes: int = 0
+    low_watermark: float = 0.9
+
+    def count_target(self) -> int:
+        """How many files may remain after an eviction for the count limit."""
+        return math.floor(self.max_files * self.low_watermark)
+
+    def bytes_target(self) -> int:
+        """How many bytes may remain after an eviction for the quota."""
+        return math.floor(self.max_total_size_bytes * self.low_watermark)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One file the policy chose, or would have chosen but for it being open."""
+
+    path: str
+    reason: Reason
+    age_seconds: float
+    size_bytes: int
+    ino: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The policy's answer for one pass or one eviction."""
+
+    deletions: tuple[Decision, ...] = ()
+    skipped_open: tuple[Decision, ...] = ()
+    pinned_files: int = 0  # files left over a limit because they are open
+    pinned_bytes: int = 0
+
+    @property
+    def is_limit_pinned(self) -> bool:
+        """A limit stays exceeded because the files that would go are open."""
+        return self.pinned_files > 0
+
+
+def _reason_by_file(
+    entry: Entry, age_seconds: float, limits: Limits, force: bool
+) -> Reason | None:
+    if force:
+        return Reason.FORCED
+    if age_seconds > limits.max_age_seconds:
+        return Reason.EXPIRED
+    if limits.max_file_size_bytes and entry.size_bytes > limits.max_file_size_bytes:
+        return Reason.OVERSIZE
+    return None
+
+
+def plan_pass(
+    entries: Iterable[tuple[str, Entry]],
+    *,
+    now: float,
+    limits: Limits,
+    open_paths: Container[str],
+    force: bool = False,
+) -> Plan:
+    """A full pass: expired and oversize files (all files with `force`), then the limits.
+
+    `entries` must be oldest first. `open_paths` is consulted only for files that would go,
+    so a lazy container sweeps processes only when there is something to delete.
+    """
+    deletions: list[Decision] = []
+    skipped: list[Decision] = []
+    kept: list[tuple[str, Entry]] = []
+    count = 0
+    total_bytes = 0
+    for path, entry in entries:
+        age = now - entry.registered_at
+        reason = _reason_by_file(entry, age, limits, force)
+        if reason is None:
+            kept.append((path, entry))
+        else:
+            decision = Decision(path, reason, age, entry.size_bytes, entry.ino)
+            if path in open_paths:
+                skipped.append(decision)
+            else:
+                deletions.append(decision)
+                continue
+        count += 1
+        total_bytes += entry.size_bytes
+    evictions = plan_evictions(
+        kept, count=count, total_bytes=total_bytes, now=now, limits=limits, open_paths=open_paths
+    )
+    return Plan(
+        deletions=tuple(deletions) + evictions.deletions,
+        skipped_open=tuple(skipped) + evictions.skipped_open,
+        pinned_files=evictions.pinned_files,
+        pinned_bytes=evictions.pinned_bytes,
+    )
+
+
+def plan_evictions(
+    oldest_first: Iterable[tuple[str, Entry]],
+    *,
+    count: int,
+    total_bytes: int,
+    now: float,
+    limits: Limits,
+    open_paths: Container[str],
+) -> Plan:
+    """Evict the oldest files that are not open, down to the low watermark of each limit.
+
+    Nothing happens unless a limit is exceeded; then only as many entries are read as the
+    eviction needs, so the cost follows the number evicted, not the registry's size.
+    """
+    over_count = bool(limits.max_files) and count > limits.max_files
+    over_quota = bool(limits.max_total_size_bytes) and total_bytes > limits.max_total_size_bytes
+    if not (over_count or over_quota):
+        return Plan()
+    count_target = limits.count_target() if over_count else count
+    bytes_target = limits.bytes_target() if over_quota else total_bytes
+    deletions: list[Decision] = []
+    skipped: list[Decision] = []
+    pinned_files = pinned_bytes = 0
+    for path, entry in oldest_first:
+        if count <= count_target and total_bytes <= bytes_target:
+            break
+        reason = Reason.OVER_COUNT if count > count_target else Reason.OVER_QUOTA
+        if reason is Reason.OVER_QUOTA and entry.size_bytes == 0:
+            continue  # an empty file frees no bytes
+        decision = Decision(path, reason, now - entry.registered_at, entry.size_bytes, entry.ino)
+        if path in open_paths:
+            skipped.append(decision)
+            pinned_files += 1
+            pinned_bytes += entry.size_bytes
+            continue
+        deletions.append(decision)
+        count -= 1
+        total_bytes -= entry.size_bytes
+    if count <= count_target and total_bytes <= bytes_target:
+        pinned_files = pinned_bytes = 0
+    return Plan(tuple(deletions), tuple(skipped), pinned_files, pinned_bytes)

@@ -1,0 +1,185 @@
+"""Durations and sizes with human units: parsing config values, and formatting for people."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from fractions import Fraction
+
+from tempwatch.errors import ConfigError
+
+__all__ = [
+    "format_duration",
+    "format_size",
+    "parse_duration",
+    "parse_size",
+    "render_value",
+]
+
+_DURATION_HINT = 'a duration > 0 (seconds, or "90s", "5m", "1h", "7d")'
+_SIZE_HINT = 'a size >= 0 (bytes, or "512k", "100MiB", "1GB")'
+
+# Largest unit first; compound durations ("1h30m") must list units in this order, so a
+# repeated or shuffled unit ("1m1m", "30s1m") is treated as a typo rather than summed.
+_DURATION_UNITS: dict[str, Fraction] = {
+    "d": Fraction(86400),
+    "h": Fraction(3600),
+    "m": Fraction(60),
+    "s": Fraction(1),
+    "ms": Fraction(1, 1000),
+}
+_DURATION_RANK = {unit: rank for rank, unit in enumerate(_DURATION_UNITS)}
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"
+# Units are lowercase only: "1M" could be meant as a month, and reading it as a minute
+# would make a deletion tool expire files far too early.
+_DURATION_SEGMENT = re.compile(rf"\s*({_NUMBER})\s*(ms|d|h|m|s)\s*")
+_PLAIN_NUMBER = re.compile(rf"\s*({_NUMBER})\s*")
+
+# Lowercased unit -> bytes. A bare letter ("512k") means binary, as in most tools' flags.
+_SIZE_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    **{letter: 1024**power for power, letter in enumerate("kmgt", start=1)},
+    **{f"{letter}ib": 1024**power for power, letter in enumerate("kmgt", start=1)},
+    **{f"{letter}b": 1000**power for power, letter in enumerate("kmgt", start=1)},
+}
+_SIZE_TEXT = re.compile(rf"\s*({_NUMBER})\s*([a-zA-Z]*)\s*")
+_BINARY_NAMES = ("B", "KiB", "MiB", "GiB", "TiB")
+
+_MAX_RENDER_CHARS = 120
+
+
+def render_value(value: object) -> str:
+    """Render a config value for an error message: strings in double quotes, others as-is.
+
+    The result is always a single line, so every ConfigError message stays one line.
+    """
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = " ".join(repr(value).splitlines())
+    if len(text) > _MAX_RENDER_CHARS:
+        text = text[: _MAX_RENDER_CHARS - 3] + "..."
+    return text
+
+
+def _invalid(key: str, expected: str, value: object) -> ConfigError:
+    return ConfigError(f"{key}: expected {expected}, got {render_value(value)}")
+
+
+def _duration_from_text(text: str) -> Fraction | None:
+    plain = _PLAIN_NUMBER.fullmatch(text)
+    if plain:
+        return Fraction(plain.group(1))
+    total, position, last_rank = Fraction(0), 0, -1
+    while position < len(text):
+        segment = _DURATION_SEGMENT.match(text, position)
+        if segment is None:
+            return None
+        rank = _DURATION_RANK[segment.group(2)]
+        if rank <= last_rank:
+            return None
+        total += Fraction(segment.group(1)) * _DURATION_UNITS[segment.group(2)]
+        position, last_rank = segment.end(), rank
+    return total if position else None
+
+
+def _duration_seconds(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            exact = _duration_from_text(value)
+            return None if exact is None else float(exact)
+    except OverflowError:
+        return None
+    return None
+
+
+def parse_duration(value: object, key: str) -> float:
+    """Seconds from a config value: a number of seconds, or text like "90s", "1.5h", "1h30m".
+
+    Units are ms, s, m, h and d (lowercase). The result must be finite and > 0;
+    anything else raises ConfigError naming `key` and the value.
+    """
+    seconds = _duration_seconds(value)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise _invalid(key, _DURATION_HINT, value)
+    return seconds
+
+
+def _size_from_text(text: str) -> int | None:
+    match = _SIZE_TEXT.fullmatch(text)
+    if match is None:
+        return None
+    multiplier = _SIZE_UNITS.get(match.group(2).lower())
+    if multiplier is None:
+        return None
+    exact = Fraction(match.group(1)) * multiplier
+    # "1.1KiB" means about 1126 bytes, but a fractional count of plain bytes is a mistake.
+    if multiplier == 1 and exact.denominator != 1:
+        return None
+    return math.floor(exact)
+
+
+def parse_size(value: object, key: str) -> int:
+    """Bytes from a config value: an int >= 0, or text like "512k", "10 KiB", "1.5GiB", "1GB".
+
+    KB/MB/GB/TB are powers of 1000; KiB/MiB/GiB/TiB and the single letters K/M/G/T are
+    powers of 1024; units are case-insensitive. Fractions round down to whole bytes.
+    """
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        size = _size_from_text(value)
+    if size is None or size < 0:
+        raise _invalid(key, _SIZE_HINT, value)
+    return size
+
+
+def format_size(n: int) -> str:
+    """A byte count for people, in binary units with at most two decimals: "512 B", "1.5 MiB"."""
+    if n < 0:
+        return "-" + format_size(-n)
+    power = 0
+    while power < len(_BINARY_NAMES) - 1 and n >= 1024 ** (power + 1):
+        power += 1
+    hundredths = round(Fraction(n, 1024**power) * 100)
+    if hundredths >= 1024 * 100 and power < len(_BINARY_NAMES) - 1:
+        # 1048575 bytes rounds to "1024 KiB"; say "1 MiB" instead.
+        power += 1
+        hundredths = round(Fraction(n, 1024**power) * 100)
+    whole, fraction = divmod(hundredths, 100)
+    digits = f"{whole}.{fraction:02d}".rstrip("0").rstrip(".")
+    return f"{digits} {_BINARY_NAMES[power]}"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people, largest units first: 90 -> "1m30s", 3600 -> "1h", 0.25 -> "250ms".
+
+    Rounded to the millisecond; the output parses back with parse_duration.
+    """
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    total_ms = round(seconds * 1000)
+    if total_ms == 0:
+        return "0s" if seconds == 0 else f"{seconds:.3g}s"
+    minutes_ms, ms = divmod(total_ms, 60_000)
+    days, rest = divmod(minutes_ms, 1440)
+    hours, minutes = divmod(rest, 60)
+    whole_seconds, ms = divmod(ms, 1000)
+    larger = ((days, "d"), (hours, "h"), (minutes, "m"))
+    parts = [f"{count}{unit}" for count, unit in larger if count]
+    if ms and not parts and not whole_seconds:
+        parts.append(f"{ms}ms")
+    elif ms:
+        parts.append(f"{whole_seconds}.{ms:03d}".rstrip("0") + "s")
+    elif whole_seconds:
+        parts.append(f"{whole_seconds}s")
+    return "".join(parts)
