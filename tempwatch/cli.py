@@ -19,11 +19,12 @@ from tempwatch.errors import ConfigError, TempwatchError
 from tempwatch.logsetup import configure_logging
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles
 from tempwatch.policy import Decision
-from tempwatch.units import format_duration, format_size
+from tempwatch.units import format_age, format_size
 
 __all__ = ["main", "run_main"]
 
-# Flags shared by every command, as (flag, config key, help).
+# Flags shared by every command, as (flag, config key, help). Values stay strings for the
+# loader to parse and validate, except --max-files, which the loader wants as an integer.
 _OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("--base-dir", "watch.base_dir", "directory to watch and clean"),
     ("--max-age", "cleanup.max_age", 'age after which a file expires ("90s", "1h", "7d")'),
@@ -38,11 +39,14 @@ _OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+_INT_FLAGS = {"--max-files": int}
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
     for flag, _key, text in _OVERRIDES:
-        common.add_argument(flag, metavar="VALUE", help=text)
+        common.add_argument(flag, metavar="VALUE", help=text, type=_INT_FLAGS.get(flag, str))
     common.add_argument(
         "--dry-run", action="store_true", default=None, help="decide and report, delete nothing"
     )
@@ -127,7 +131,7 @@ class _Printer:
     def on_deleted(self, decision: Decision, result: DeleteResult) -> None:
         self._out.write(
             f"{self._verb} {decision.path!r} ({decision.reason.value}, "
-            f"age {format_duration(decision.age_seconds)}, {format_size(result.size_bytes)})\n"
+            f"age {format_age(decision.age_seconds)}, {format_size(result.size_bytes)})\n"
         )
         self._done += 1
         if self._progress is not None and time.monotonic() - self._shown_at > 0.1:

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the tomli backport has the same API
     import tomli as tomllib
 
+from tempwatch.configkeys import (
+    KEYS,
+    LOG_LEVELS,
+    SECTIONS,
+    LogFormat,
+    ObserverKind,
+    Origin,
+    invalid,
+    to_base_dir,
+)
 from tempwatch.errors import ConfigError
 from tempwatch.units import format_duration, format_size, parse_duration, parse_size, render_value
 
@@ -42,12 +51,6 @@ __all__ = [
     "load_config",
 ]
 
-ObserverKind = Literal["auto", "inotify", "polling"]
-LogFormat = Literal["text", "json"]
-
-_OBSERVER_KINDS: tuple[ObserverKind, ...] = ("auto", "inotify", "polling")
-_LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
-LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 CONFIG_PATH_ENV = "TEMPWATCH_CONFIG"
 """Environment variable naming the config file when no path is passed to load_config."""
@@ -252,182 +255,6 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"cannot render {type(value).__name__} as TOML")
 
 
-# --- validation of single values -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    """Where a value came from: relative paths are taken from `relative_to`."""
-
-    relative_to: Path
-    from_env: bool = False
-
-
-_Converter = Callable[[object, str, _Origin], Any]
-_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
-_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
-_ENV_INT = re.compile(r"\s*[0-9]+\s*")
-_OCTAL_MASK = re.compile(r"\s*(?:0[oO])?([0-7]{1,4})\s*")
-
-
-def _invalid(label: str, expected: str, value: object, note: str = "") -> ConfigError:
-    return ConfigError(f"{label}: expected {expected}, got {render_value(value)}{note}")
-
-
-def _to_bool(value: object, label: str, origin: _Origin) -> bool:
-    if isinstance(value, bool):
-        return value
-    if not origin.from_env:
-        raise _invalid(label, "true or false", value)
-    word = value.strip().lower() if isinstance(value, str) else ""
-    if word in _TRUE_WORDS or word in _FALSE_WORDS:
-        return word in _TRUE_WORDS
-    raise _invalid(label, "true/false, 1/0, yes/no or on/off", value)
-
-
-def _int_between(low: int, high: int | None) -> _Converter:
-    expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
-
-    def convert(value: object, label: str, origin: _Origin) -> int:
-        number: int | None = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        elif origin.from_env and isinstance(value, str) and _ENV_INT.fullmatch(value):
-            number = int(value)
-        if number is None or number < low or (high is not None and number > high):
-            raise _invalid(label, expected, value)
-        return number
-
-    return convert
-
-
-def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> _Converter:
-    expected = "one of " + ", ".join(f'"{choice}"' for choice in choices)
-
-    def convert(value: object, label: str, origin: _Origin) -> str:
-        if isinstance(value, str):
-            word = value.strip().upper() if upper else value.strip().lower()
-            if word in choices:
-                return word
-        raise _invalid(label, expected, value)
-
-    return convert
-
-
-def _to_duration(value: object, label: str, origin: _Origin) -> float:
-    return parse_duration(value, label)
-
-
-def _to_size(value: object, label: str, origin: _Origin) -> int:
-    return parse_size(value, label)
-
-
-def _to_watermark(value: object, label: str, origin: _Origin) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
-        return float(value)
-    raise _invalid(label, "a number in (0, 1]", value)
-
-
-def _to_text(value: object, label: str, origin: _Origin) -> str:
-    if isinstance(value, str) and value.strip() and value.isprintable():
-        return value.strip()
-    raise _invalid(label, "a non-empty string", value)
-
-
-def _to_retention(value: object, label: str, origin: _Origin) -> str:
-    # loguru reads an int as "keep this many files"; TOML users will write `retention = 5`.
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return str(value)
-    if isinstance(value, str) and value.strip() and value.isprintable():
-        return value.strip()
-    raise _invalid(label, 'a non-empty string like "7 days", or a file count > 0', value)
-
-
-def _to_exclude(value: object, label: str, origin: _Origin) -> tuple[str, ...]:
-    if isinstance(value, list | tuple) and all(_is_relative_glob(item) for item in value):
-        return tuple(value)
-    raise _invalid(label, "a list of glob patterns relative to base_dir", value)
-
-
-def _is_relative_glob(item: object) -> bool:
-    return isinstance(item, str) and bool(item) and not os.path.isabs(item)
-
-
-def _to_mask(value: object, label: str, origin: _Origin) -> int:
-    mask: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
-        mask = value
-    elif isinstance(value, str) and (digits := _OCTAL_MASK.fullmatch(value)):
-        mask = int(digits.group(1), 8)
-    # Files the library creates in a shared temp dir must never be writable by others.
-    if mask is None or mask > 0o777 or not mask & 0o002:
-        expected = 'an octal mask like "077" that sets 0o002 (no world-writable files)'
-        raise _invalid(label, expected, value)
-    return mask
-
-
-def _path_text(value: object, label: str) -> str:
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value.strip() or "\0" in value:
-        raise _invalid(label, "a path", value)
-    return os.path.expanduser(value)
-
-
-def _to_log_file(value: object, label: str, origin: _Origin) -> Path:
-    return Path(os.path.abspath(origin.relative_to / _path_text(value, label)))
-
-
-def _to_base_dir(value: object, label: str, origin: _Origin) -> Path:
-    resolved = Path(os.path.realpath(origin.relative_to / _path_text(value, label)))
-    if resolved == Path(resolved.anchor):
-        raise _invalid(label, "a directory other than the root directory", value)
-    if os.path.lexists(resolved) and not os.path.isdir(resolved):
-        raise _invalid(label, "a directory", value, " (it exists and is not a directory)")
-    if not os.path.isdir(resolved.parent):
-        note = f" (parent directory {render_value(str(resolved.parent))} does not exist)"
-        raise _invalid(label, "a directory whose parent exists", value, note)
-    return resolved
-
-
-@dataclass(frozen=True, slots=True)
-class _Key:
-    """One TOML key: the dataclass field it sets and how its value is checked."""
-
-    field: str
-    convert: _Converter
-
-
-_KEYS: dict[str, _Key] = {
-    "watch.base_dir": _Key("base_dir", _to_base_dir),
-    "watch.recursive": _Key("recursive", _to_bool),
-    "watch.observer": _Key("observer", _one_of(_OBSERVER_KINDS)),
-    "watch.rescan_interval": _Key("rescan_interval_seconds", _to_duration),
-    "watch.exclude": _Key("exclude", _to_exclude),
-    "cleanup.max_age": _Key("max_age_seconds", _to_duration),
-    "cleanup.interval": _Key("interval_seconds", _to_duration),
-    "cleanup.skip_open_files": _Key("skip_open_files", _to_bool),
-    "cleanup.secure_delete": _Key("secure_delete", _to_bool),
-    "cleanup.owner_check": _Key("owner_check", _to_bool),
-    "cleanup.dry_run": _Key("dry_run", _to_bool),
-    "cleanup.remove_empty_dirs": _Key("remove_empty_dirs", _to_bool),
-    "cleanup.permission_mask": _Key("permission_mask", _to_mask),
-    "limits.max_files": _Key("max_files", _int_between(0, None)),
-    "limits.max_file_size": _Key("max_file_size_bytes", _to_size),
-    "limits.max_total_size": _Key("max_total_size_bytes", _to_size),
-    "limits.low_watermark": _Key("low_watermark", _to_watermark),
-    "log.level": _Key("level", _one_of(LOG_LEVELS, upper=True)),
-    "log.format": _Key("format", _one_of(_LOG_FORMATS)),
-    "log.file": _Key("file", _to_log_file),
-    "log.rotation": _Key("rotation", _to_text),
-    "log.retention": _Key("retention", _to_retention),
-    "metrics.enabled": _Key("enabled", _to_bool),
-    "metrics.address": _Key("address", _to_text),
-    "metrics.port": _Key("port", _int_between(0, 65535)),
-}
-_SECTIONS = tuple(dict.fromkeys(key.partition(".")[0] for key in _KEYS))
-
-
 # --- the layers ----------------------------------------------------------------------------
 
 
@@ -439,17 +266,17 @@ def _unknown(kind: str, name: str, suggestion: str | None) -> ConfigError:
 def _suggest_key(name: str) -> str | None:
     # A right key in the wrong section ("cleanup.max_files") or without one ("port") is
     # a likelier mistake than a typo, so the last part is compared first.
-    by_leaf = {key.rpartition(".")[2]: key for key in _KEYS}
+    by_leaf = {key.rpartition(".")[2]: key for key in KEYS}
     leaf = name.rpartition(".")[2]
     if leaf in by_leaf:
         return by_leaf[leaf]
-    close = difflib.get_close_matches(name, list(_KEYS), n=1)
+    close = difflib.get_close_matches(name, list(KEYS), n=1)
     close = close or [by_leaf[match] for match in difflib.get_close_matches(leaf, by_leaf, n=1)]
     return close[0] if close else None
 
 
-def _convert(key: str, value: object, label: str, origin: _Origin) -> tuple[str, object]:
-    spec = _KEYS.get(key)
+def _convert(key: str, value: object, label: str, origin: Origin) -> tuple[str, object]:
+    spec = KEYS.get(key)
     if spec is None:
         raise _unknown("key", key, _suggest_key(key))
     return key, spec.convert(value, label, origin)
@@ -471,15 +298,15 @@ def _read_toml(path: Path, shown: str) -> dict[str, Any]:
 
 
 def _from_toml(path: Path, shown: str) -> dict[str, object]:
-    origin = _Origin(relative_to=path.parent)
+    origin = Origin(relative_to=path.parent)
     values: dict[str, object] = {}
     for section, table in _read_toml(path, shown).items():
-        if section in _SECTIONS and not isinstance(table, dict):
-            raise _invalid(section, f"a table ([{section}])", table)
+        if section in SECTIONS and not isinstance(table, dict):
+            raise invalid(section, f"a table ([{section}])", table)
         if not isinstance(table, dict):
             raise _unknown("key", section, _suggest_key(section))
-        if section not in _SECTIONS:
-            close = difflib.get_close_matches(section, _SECTIONS, n=1)
+        if section not in SECTIONS:
+            close = difflib.get_close_matches(section, SECTIONS, n=1)
             raise _unknown("section", section, close[0] if close else None)
         for key, value in table.items():
             dotted = f"{section}.{key}"
@@ -488,7 +315,7 @@ def _from_toml(path: Path, shown: str) -> dict[str, object]:
 
 
 def _from_env(env: Mapping[str, str], cwd: Path) -> dict[str, object]:
-    origin = _Origin(relative_to=cwd, from_env=True)
+    origin = Origin(relative_to=cwd, from_env=True)
     values: dict[str, object] = {}
     for variable, key in ENV_VARS.items():
         raw = env.get(variable, "")
@@ -498,7 +325,7 @@ def _from_env(env: Mapping[str, str], cwd: Path) -> dict[str, object]:
 
 
 def _from_overrides(overrides: Mapping[str, object], cwd: Path) -> dict[str, object]:
-    origin = _Origin(relative_to=cwd)
+    origin = Origin(relative_to=cwd)
     # None means "flag not given", so the CLI can pass every option it has.
     return dict(
         _convert(key, value, key, origin) for key, value in overrides.items() if value is not None
@@ -514,12 +341,12 @@ def _config_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path,
 
 
 def _build(values: Mapping[str, object], source: Path | None, cwd: Path) -> Config:
-    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for key, value in values.items():
-        sections[key.partition(".")[0]][_KEYS[key].field] = value
+        sections[key.partition(".")[0]][KEYS[key].field] = value
     if "base_dir" not in sections["watch"]:
-        origin = _Origin(relative_to=cwd)
-        sections["watch"]["base_dir"] = _to_base_dir(default_base_dir(), "watch.base_dir", origin)
+        origin = Origin(relative_to=cwd)
+        sections["watch"]["base_dir"] = to_base_dir(default_base_dir(), "watch.base_dir", origin)
     return Config(
         watch=WatchConfig(**sections["watch"]),
         cleanup=CleanupConfig(**sections["cleanup"]),

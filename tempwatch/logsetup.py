@@ -74,7 +74,10 @@ def configure_logging(
             format=_json_format if json_lines else _TEXT_FORMAT,
             colorize=False,
             rotation=config.rotation,
-            retention=config.retention,
+            # A bare number is a count of files to keep, which loguru takes as an int.
+            retention=int(config.retention)
+            if config.retention is not None and config.retention.isdigit()
+            else config.retention,
             backtrace=False,
             diagnose=False,
         )

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from tempwatch.config import Config
 from tempwatch.oneshot import limits_of, read_disk
 from tempwatch.policy import plan_pass
-from tempwatch.units import format_duration, format_size
+from tempwatch.units import format_age, format_size
 
 __all__ = ["AgeBucket", "StatusReport", "gather_status", "render_text"]
 
@@ -94,7 +94,7 @@ def render_text(report: StatusReport) -> str:
     ]
     if report.oldest_path is not None and report.oldest_age_seconds is not None:
         lines.append(
-            f"oldest:   {report.oldest_path} ({format_duration(report.oldest_age_seconds)} old)"
+            f"oldest:   {report.oldest_path} ({format_age(report.oldest_age_seconds)} old)"
         )
     lines.append("")
     lines.append(f"{'age':<8} {'files':>8} {'bytes':>10}")

@@ -10,6 +10,7 @@ from fractions import Fraction
 from tempwatch.errors import ConfigError
 
 __all__ = [
+    "format_age",
     "format_duration",
     "format_size",
     "parse_duration",
@@ -183,3 +184,8 @@ def format_duration(seconds: float) -> str:
     elif whole_seconds:
         parts.append(f"{whole_seconds}s")
     return "".join(parts)
+
+
+def format_age(seconds: float) -> str:
+    """An age for people: whole seconds from ten seconds on ("2h0m5s" -> "2h5s")."""
+    return format_duration(round(seconds) if seconds >= 10 else round(seconds, 1))

@@ -1,0 +1,128 @@
+"""Health of a running service, as /healthz reports it. Pure: the caller gathers the facts.
+
+- unhealthy (HTTP 503): the observer is dead, or base_dir is gone. New files are not
+  being registered, so nothing new would ever be cleaned: a supervisor should restart it.
+- degraded (HTTP 200): a limit is exceeded only because the files that would go are held
+  open, or no cleanup pass has run for longer than twice the interval (plus a grace). It
+  still works; an operator should look.
+- healthy (HTTP 200): otherwise.
+
+Degraded answers 200 on purpose: a liveness probe that restarted the service because a
+process holds files open would change nothing, and would lose the registry's ages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+__all__ = ["DEFAULT_GRACE_SECONDS", "Health", "HealthStatus", "assess", "is_pass_overdue"]
+
+HealthStatus = Literal["healthy", "degraded", "unhealthy"]
+
+DEFAULT_GRACE_SECONDS = 30.0
+"""Slack on top of 2 x interval before a pass counts as overdue: a pass over a large
+registry takes time, and the loop wakes late under load."""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The verdict: status, the HTTP status to answer with, and the JSON body."""
+
+    status: HealthStatus
+    http_status: int
+    body: dict[str, object]
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the status is not healthy; empty when it is."""
+        reasons = self.body.get("reasons")
+        return [str(reason) for reason in reasons] if isinstance(reasons, list) else []
+
+    def to_json(self) -> str:
+        """The body as one line of JSON."""
+        return json.dumps(self.body, sort_keys=True)
+
+
+def is_pass_overdue(
+    *,
+    now: float,
+    last_pass_at: float | None,
+    started_at: float,
+    interval_seconds: float,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> bool:
+    """No pass within 2 x interval + grace of the last one (or of the start, if none yet)."""
+    since = started_at if last_pass_at is None else last_pass_at
+    return now - since > 2 * interval_seconds + grace_seconds
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+
+
+def assess(
+    *,
+    now: float,
+    observer_alive: bool,
+    base_dir_exists: bool,
+    last_pass_at: float | None,
+    interval_seconds: float,
+    limit_pinned: bool,
+    active_files: int,
+    base_dir: str | os.PathLike[str],
+    max_age_seconds: float,
+    started_at: float,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> Health:
+    """Judge the service's health from facts gathered by the caller; all times are epoch seconds.
+
+    The body holds: status, reasons, active_files, base_dir, max_age (seconds), timestamp,
+    observer_alive, base_dir_exists, last_pass_at (ISO 8601 UTC or null),
+    seconds_since_last_pass, pass_overdue, limit_pinned, started_at and uptime_seconds.
+    """
+    overdue = is_pass_overdue(
+        now=now,
+        last_pass_at=last_pass_at,
+        started_at=started_at,
+        interval_seconds=interval_seconds,
+        grace_seconds=grace_seconds,
+    )
+    failures: list[str] = []
+    if not observer_alive:
+        failures.append("the observer is not running: new files are not being registered")
+    if not base_dir_exists:
+        failures.append(f"base_dir {os.fspath(base_dir)} does not exist")
+    warnings: list[str] = []
+    if limit_pinned:
+        warnings.append("a limit is exceeded, but the files that would go are held open")
+    if overdue:
+        since = "start" if last_pass_at is None else "the last pass"
+        since_at = started_at if last_pass_at is None else last_pass_at
+        warnings.append(
+            f"no cleanup pass for {now - since_at:.0f}s since {since} "
+            f"(expected every {interval_seconds:g}s)"
+        )
+    status: HealthStatus = "unhealthy" if failures else "degraded" if warnings else "healthy"
+    body: dict[str, object] = {
+        "status": status,
+        "reasons": failures + warnings,
+        "active_files": active_files,
+        "base_dir": os.fspath(base_dir),
+        "max_age": max_age_seconds,
+        "timestamp": _iso(now),
+        "observer_alive": observer_alive,
+        "base_dir_exists": base_dir_exists,
+        "last_pass_at": _iso(last_pass_at),
+        "seconds_since_last_pass": None if last_pass_at is None else round(now - last_pass_at, 3),
+        "pass_overdue": overdue,
+        "limit_pinned": limit_pinned,
+        "started_at": _iso(started_at),
+        "uptime_seconds": round(now - started_at, 3),
+    }
+    return Health(status, 503 if failures else 200, body)

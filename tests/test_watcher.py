@@ -1,0 +1,398 @@
+"""The watcher on real directories: real inotify and polling observers, real files."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from loguru import logger
+from support import wait_for
+
+from tempwatch.registry import Registry
+from tempwatch.watcher import Watcher
+
+MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+class Clock:
+    """A clock that ticks one second per reading, so every registration time is distinct."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._ticks = itertools.count(start)
+
+    def __call__(self) -> float:
+        return float(next(self._ticks))
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    directory = (tmp_path / "base").resolve()
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    lines: list[str] = []
+    logger.enable("tempwatch")
+    sink = logger.add(lines.append, level="DEBUG", format="{level} {extra} {message}")
+    yield lines
+    logger.remove(sink)
+    logger.disable("tempwatch")
+
+
+@contextmanager
+def watching(base: Path, **kwargs: object) -> Iterator[tuple[Watcher, Registry]]:
+    registry = Registry()
+    watcher = Watcher(str(base), registry, **kwargs)  # type: ignore[arg-type]
+    watcher.start()
+    try:
+        yield watcher, registry
+    finally:
+        watcher.stop()
+
+
+def registered(registry: Registry, path: Path) -> Callable[[], bool]:
+    return lambda: str(path) in registry
+
+
+def gone(registry: Registry, path: Path) -> Callable[[], bool]:
+    return lambda: str(path) not in registry
+
+
+def settle(registry: Registry, directory: Path) -> None:
+    """Create a sentinel and wait for it: inotify delivers in order, so earlier events are done."""
+    sentinel = directory / f"sentinel-{len(registry)}-{os.urandom(4).hex()}"
+    sentinel.write_bytes(b"")
+    wait_for(registered(registry, sentinel), message=f"{sentinel.name} registered")
+    sentinel.unlink()
+    wait_for(gone(registry, sentinel), message=f"{sentinel.name} dropped")
+
+
+def test_created_file_is_registered_with_size_inode_and_time(base: Path) -> None:
+    with watching(base, clock=lambda: 1234.5) as (watcher, registry):
+        assert watcher.kind == "inotify"
+        path = base / "a.tmp"
+        path.write_bytes(b"12345")
+        wait_for(lambda: (e := registry.get(str(path))) is not None and e.size_bytes == 5,
+                 message="a.tmp registered with 5 bytes")
+        entry = registry.get(str(path))
+        assert entry is not None
+        assert entry.registered_at == 1234.5
+        assert entry.ino == path.stat().st_ino
+
+
+def test_deleted_file_is_dropped(base: Path) -> None:
+    path = base / "a.tmp"
+    with watching(base) as (_, registry):
+        path.write_bytes(b"x")
+        wait_for(registered(registry, path), message="registered")
+        path.unlink()
+        wait_for(gone(registry, path), message="dropped after delete")
+
+
+def test_rename_inside_keeps_the_age(base: Path) -> None:
+    (base / "sub").mkdir()
+    with watching(base, clock=Clock()) as (_, registry):
+        src = base / "a.tmp"
+        src.write_bytes(b"x")
+        wait_for(registered(registry, src), message="registered")
+        entry = registry.get(str(src))
+        assert entry is not None
+        dst = base / "sub" / "b.tmp"
+        src.rename(dst)
+        wait_for(registered(registry, dst), message="renamed entry")
+        assert str(src) not in registry
+        moved = registry.get(str(dst))
+        assert moved is not None and moved.registered_at == entry.registered_at
+
+
+def test_directory_rename_inside_keeps_the_ages(base: Path) -> None:
+    with watching(base, clock=Clock()) as (_, registry):
+        (base / "d" / "e").mkdir(parents=True)
+        files = [base / "d" / "one", base / "d" / "e" / "two"]
+        for path in files:
+            path.write_bytes(b"x")
+        wait_for(lambda: all(str(p) in registry for p in files), message="both registered")
+        ages = {p.name: registry.get(str(p)) for p in files}
+        (base / "d").rename(base / "renamed")
+        moved = [base / "renamed" / "one", base / "renamed" / "e" / "two"]
+        wait_for(lambda: all(str(p) in registry for p in moved), message="entries moved")
+        settle(registry, base)
+        assert all(str(p) not in registry for p in files)
+        for path in moved:
+            entry = registry.get(str(path))
+            assert entry is not None and entry == ages[path.name]
+
+
+def test_move_out_drops_and_move_in_registers(base: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with watching(base) as (_, registry):
+        inside = base / "a.tmp"
+        inside.write_bytes(b"x")
+        wait_for(registered(registry, inside), message="registered")
+        inside.rename(outside / "a.tmp")
+        wait_for(gone(registry, inside), message="dropped after move out")
+
+        (outside / "b.tmp").write_bytes(b"yy")
+        (outside / "b.tmp").rename(base / "b.tmp")
+        wait_for(registered(registry, base / "b.tmp"), message="registered after move in")
+
+
+def test_directory_moved_out_and_in(base: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "tree" / "deep").mkdir(parents=True)
+    (outside / "tree" / "deep" / "f").write_bytes(b"x")
+    with watching(base) as (_, registry):
+        (outside / "tree").rename(base / "tree")
+        wait_for(registered(registry, base / "tree" / "deep" / "f"), message="moved-in tree")
+        (base / "tree").rename(outside / "tree")
+        wait_for(gone(registry, base / "tree" / "deep" / "f"), message="moved-out tree dropped")
+
+
+def test_nested_mkdir_then_create(base: Path) -> None:
+    with watching(base) as (_, registry):
+        deep = base / "a" / "b" / "c"
+        deep.mkdir(parents=True)
+        (deep / "f.tmp").write_bytes(b"x")
+        wait_for(registered(registry, deep / "f.tmp"), message="file in a/b/c registered")
+        # The new directories are watched too, not just scanned once.
+        (deep / "later.tmp").write_bytes(b"x")
+        wait_for(registered(registry, deep / "later.tmp"), message="later file registered")
+
+
+def test_chmod_and_touch_neither_reregister_nor_reset_age(base: Path) -> None:
+    with watching(base, clock=Clock()) as (_, registry):
+        path = base / "a.tmp"
+        path.write_bytes(b"x")
+        wait_for(registered(registry, path), message="registered")
+        before = registry.get(str(path))
+        path.chmod(0o600)
+        os.utime(path, (1, 1))
+        path.touch()
+        settle(registry, base)
+        assert registry.get(str(path)) == before
+
+
+def test_close_after_write_refreshes_size_and_reports_it(base: Path) -> None:
+    closed: list[tuple[str, int]] = []
+    changes = threading.Semaphore(0)
+    with watching(
+        base, on_closed=lambda p, s: closed.append((p, s)), on_change=changes.release
+    ) as (_, registry):
+        path = base / "grow.tmp"
+        with path.open("wb") as f:
+            f.write(b"")
+            f.flush()
+            wait_for(registered(registry, path), message="registered while open")
+            f.write(b"x" * 4096)
+        wait_for(lambda: (str(path), 4096) in closed, message="close reported with 4096 bytes")
+        entry = registry.get(str(path))
+        assert entry is not None and entry.size_bytes == 4096
+        assert registry.total_bytes == 4096
+        assert changes.acquire(timeout=1)
+
+
+def test_excluded_globs_and_skip_paths_are_never_registered(base: Path) -> None:
+    lock = base / ".tempwatch.lock"
+    with watching(base, exclude=("*.log", "cache"), skip_paths=[str(lock)]) as (_, registry):
+        (base / "cache" / "x").mkdir(parents=True)
+        (base / "cache" / "x" / "f").write_bytes(b"x")
+        (base / "app.log").write_bytes(b"x")
+        lock.write_bytes(b"123")
+        (base / "kept").write_bytes(b"x")
+        settle(registry, base)
+        assert set(registry.times()) == {str(base / "kept")}
+        (base / "kept").rename(base / "kept.log")
+        wait_for(gone(registry, base / "kept"), message="renamed to an excluded name: dropped")
+        assert str(base / "kept.log") not in registry
+
+
+def test_symlinks_fifos_and_directories_are_not_registered(base: Path) -> None:
+    with watching(base) as (_, registry):
+        (base / "target").write_bytes(b"x")
+        os.symlink(base / "target", base / "link")
+        os.mkfifo(base / "fifo")
+        (base / "dir").mkdir()
+        settle(registry, base)
+        assert set(registry.times()) == {str(base / "target")}
+
+
+def test_handler_exception_is_logged_and_the_observer_keeps_running(
+    base: Path, log_lines: list[str]
+) -> None:
+    calls = itertools.count()
+    missed: list[str] = []
+
+    def failing_once() -> float:
+        if next(calls) == 0:
+            raise RuntimeError("clock broke")
+        return 1.0
+
+    with watching(base, clock=failing_once, on_missed=missed.append) as (watcher, registry):
+        (base / "first").write_bytes(b"x")
+        wait_for(lambda: missed, message="the failure reported as missed events")
+        (base / "second").write_bytes(b"x")
+        wait_for(registered(registry, base / "second"), message="second registered")
+        assert watcher.is_alive
+    assert any("clock broke" in line or "failed to handle" in line for line in log_lines)
+
+
+# The test kills watchdog's dispatcher thread on purpose; pytest reports the thread's death.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_dead_observer_is_noticed_and_restarted(base: Path) -> None:
+    calls = itertools.count()
+
+    def fatal_once() -> float:
+        if next(calls) == 0:
+            raise SystemExit  # not an Exception: it gets past the handler's guard
+        return 1.0
+
+    with watching(base, clock=fatal_once) as (watcher, registry):
+        (base / "first").write_bytes(b"x")
+        wait_for(lambda: not watcher.is_alive, message="observer died")
+        watcher.restart()
+        assert watcher.is_alive
+        (base / "second").write_bytes(b"x")
+        wait_for(registered(registry, base / "second"), message="registered after restart")
+
+
+@pytest.mark.root
+def test_queue_overflow_is_reported(base: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("lowering max_queued_events needs root")
+    overflows = threading.Event()
+    saved = MAX_QUEUED_EVENTS.read_text()
+    try:
+        MAX_QUEUED_EVENTS.write_text("16\n")  # only inotify instances made from now on
+        watcher_cm = watching(base, on_overflow=overflows.set)
+        watcher, registry = watcher_cm.__enter__()
+    finally:
+        MAX_QUEUED_EVENTS.write_text(saved)
+    try:
+        _burst(base, 3000)
+        wait_for(overflows.is_set, message="overflow reported")
+        assert watcher.is_alive
+    finally:
+        watcher_cm.__exit__(None, None, None)
+
+
+def _burst(directory: Path, count: int) -> None:
+    """Create `count` files from a child process, faster than this process can read events."""
+    code = (
+        "import os, sys\n"
+        "d = sys.argv[1]\n"
+        "for i in range(int(sys.argv[2])):\n"
+        "    os.close(os.open(os.path.join(d, f'burst-{i}'), os.O_CREAT | os.O_WRONLY, 0o600))\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(directory), str(count)], check=True)
+
+
+def test_polling_observer_create_delete_rename(base: Path) -> None:
+    with watching(base, observer="polling", polling_interval_seconds=0.05, clock=Clock()) as (
+        watcher,
+        registry,
+    ):
+        assert watcher.kind == "polling"
+        path = base / "a.tmp"
+        path.write_bytes(b"x")
+        wait_for(registered(registry, path), message="polling: created")
+        entry = registry.get(str(path))
+        path.rename(base / "b.tmp")
+        wait_for(registered(registry, base / "b.tmp"), message="polling: renamed")
+        assert registry.get(str(base / "b.tmp")) == entry
+        assert str(path) not in registry
+        (base / "b.tmp").unlink()
+        wait_for(lambda: len(registry) == 0, message="polling: deleted")
+
+
+_LIMITED_CHILD = r"""
+import os, sys, time
+from tempwatch.registry import Registry
+from tempwatch.watcher import Watcher
+base, wanted = sys.argv[1], sys.argv[2]
+missed = []
+registry = Registry()
+watcher = Watcher(base, registry, polling_interval_seconds=0.05, on_missed=missed.append)
+watcher.start()
+print(watcher.kind, flush=True)
+sys.stdin.readline()  # the parent has made its files
+deadline = time.monotonic() + 10
+while wanted not in registry and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("registered" if wanted in registry else "missing", len(missed), flush=True)
+watcher.stop()
+"""
+
+
+class LimitedChild:
+    """A watcher in a child process, in its own user namespace with its own inotify limits.
+
+    The limits of a user namespace bind it alone: nothing else on the machine is affected.
+    """
+
+    def __init__(self, base: Path, wanted: Path, limits: dict[str, int]) -> None:
+        sysctls = " && ".join(
+            f"echo {n} > /proc/sys/user/max_inotify_{k}" for k, n in limits.items()
+        )
+        self.proc = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "sh", "-c", f'{sysctls} && exec "$0" "$@"',
+             sys.executable, "-c", _LIMITED_CHILD, str(base), str(wanted)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+
+    def kind(self) -> str:
+        return self.stdout.readline().strip()
+
+    def verdict(self) -> str:
+        self.stdin.write("go\n")
+        self.stdin.flush()
+        return self.stdout.readline().strip()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.stdin.close()
+        self.stdout.close()
+
+
+@pytest.mark.root
+def test_auto_falls_back_to_polling_when_inotify_instances_run_out(base: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: runs a child in a user namespace with its own inotify limits")
+    child = LimitedChild(base, base / "seen", {"instances": 0})
+    try:
+        assert child.kind() == "polling"
+        (base / "seen").write_bytes(b"x")
+        assert child.verdict() == "registered 0"
+    finally:
+        child.close()
+
+
+@pytest.mark.root
+def test_unwatchable_new_subdirectory_is_reported(base: Path) -> None:
+    """watchdog swallows a failed watch on a new subdirectory; the watcher must not."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: runs a child in a user namespace with its own inotify limits")
+    child = LimitedChild(base, base / "seen", {"watches": 2})
+    try:
+        assert child.kind() == "inotify"
+        for name in ("a", "b", "c"):
+            (base / name).mkdir()
+        (base / "seen").write_bytes(b"x")
+        verdict = child.verdict()
+        assert verdict.startswith("registered ") and int(verdict.split()[1]) >= 1, verdict
+    finally:
+        child.close()
