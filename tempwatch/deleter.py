@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeAlias
@@ -208,6 +209,28 @@ class Deleter:
         refers to another file the result is SWAPPED and nothing is removed. Relative paths are
         taken relative to the current directory. Raises only TypeError for a non-path argument.
         """
+
+        def unlink_file(base: _Base, dir_fd: int, name: str) -> int:
+            return self._unlink_file(base, dir_fd, name, expected)
+
+        return self._act(path, unlink_file)
+
+    def remove_empty_dir(
+        self, path: PathArg, older_than_seconds: float, now: float
+    ) -> DeleteResult:
+        """Remove the directory at `path` if it is empty and its mtime is at least
+        `older_than_seconds` before `now`. Never base_dir; same descent rules as `delete`.
+
+        Emptiness is left to rmdir itself (atomic); in a dry run the directory is listed.
+        """
+
+        def rmdir(base: _Base, dir_fd: int, name: str) -> int:
+            return self._rmdir(base, dir_fd, name, now - older_than_seconds)
+
+        return self._act(path, rmdir)
+
+    def _act(self, path: PathArg, action: Callable[[_Base, int, str], int]) -> DeleteResult:
+        """Check `path` lexically, descend to its parent, and apply `action` to the last name."""
         abs_path, parts = self._split(path)
         if parts is None:
             return DeleteResult(abs_path, Outcome.OUTSIDE)
@@ -216,7 +239,7 @@ class Deleter:
         try:
             base, dir_fd = self._open_parent(parts[:-1])
             try:
-                size_bytes = self._unlink_file(base, dir_fd, parts[-1], expected)
+                size_bytes = action(base, dir_fd, parts[-1])
             finally:
                 os.close(dir_fd)
         except _Refused as r:
@@ -224,34 +247,6 @@ class Deleter:
         except OSError as e:  # e.g. EIO from an fstat: still a per-file problem, never raised
             return DeleteResult(abs_path, Outcome.FAILED, error=_reason(e))
         return DeleteResult(abs_path, Outcome.DELETED, size_bytes=size_bytes)
-
-    def remove_empty_dir(
-        self,
-        path: PathArg,
-        older_than_seconds: float,
-        now: float,
-    ) -> DeleteResult:
-        """Remove the directory at `path` if it is empty and its mtime is at least
-        `older_than_seconds` before `now`. Never base_dir; same descent rules as `delete`.
-
-        Emptiness is left to rmdir itself (atomic); in a dry run the directory is listed.
-        """
-        abs_path, parts = self._split(path)
-        if parts is None:
-            return DeleteResult(abs_path, Outcome.OUTSIDE)
-        if "\0" in abs_path:
-            return DeleteResult(abs_path, Outcome.FAILED, error="path contains a NUL byte")
-        try:
-            base, dir_fd = self._open_parent(parts[:-1])
-            try:
-                self._rmdir(base, dir_fd, parts[-1], now - older_than_seconds)
-            finally:
-                os.close(dir_fd)
-        except _Refused as r:
-            return DeleteResult(abs_path, r.outcome, error=r.error)
-        except OSError as e:
-            return DeleteResult(abs_path, Outcome.FAILED, error=_reason(e))
-        return DeleteResult(abs_path, Outcome.DELETED)
 
     def _split(self, path: PathArg) -> tuple[str, list[str] | None]:
         """Absolute path and its components below base_dir, or None if not strictly below."""
@@ -273,11 +268,11 @@ class Deleter:
             raise _refusal(e) from e
         try:
             base = _Base(fd)
-            for name in dirs:
-                fd = _enter(base, fd, name)
         except BaseException:
             os.close(fd)
             raise
+        for name in dirs:
+            fd = _enter(base, fd, name)  # consumes the parent fd, whatever happens
         return base, fd
 
     def _judge(
@@ -349,7 +344,7 @@ class Deleter:
         finally:
             os.close(fd)
 
-    def _rmdir(self, base: _Base, dir_fd: int, name: str, newest_mtime: float) -> None:
+    def _rmdir(self, base: _Base, dir_fd: int, name: str, newest_mtime: float) -> int:
         judged = self._judge(base, dir_fd, name, (stat.S_IFDIR,))
         try:
             fd = os.open(name, DIR_OPEN_FLAGS, dir_fd=dir_fd)
@@ -372,13 +367,14 @@ class Deleter:
         if not _same(_lstat(name, dir_fd), judged):
             raise _Refused(Outcome.SWAPPED)
         if self.dry_run:
-            return
+            return 0
         try:
             os.rmdir(name, dir_fd=dir_fd)
         except OSError as e:
             if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise _Refused(Outcome.NOT_EMPTY) from e
             raise _refusal(e, swap_errnos=(errno.ENOTDIR,)) from e
+        return 0
 
 
 def _enter(base: _Base, parent_fd: int, name: str) -> int:

@@ -86,11 +86,12 @@ def is_excluded(rel_path: str, patterns: Sequence[str]) -> bool:
     """Whether `rel_path` (relative to base_dir) or one of its parent directories is excluded.
 
     A pattern without "/" matches a basename at any depth ("*.log"); a pattern with "/"
-    matches the whole relative path ("cache/*/tmp", a leading "/" is ignored). "*", "?" and
-    "[...]" stay within one path component; "**" crosses them ("build/**/*.o"). A trailing
-    "/" is ignored. A matched directory excludes everything below it.
+    matches the whole relative path ("cache/*/tmp"), and so does one with a leading "/"
+    ("/cache": only the top-level one). "*", "?" and "[...]" stay within one path component;
+    "**" crosses them ("build/**/*.o"). A trailing "/" is ignored. A matched directory
+    excludes everything below it.
     """
-    matcher = _compile(tuple(patterns))
+    matcher = _compile(_patterns(patterns))
     parts = [p for p in rel_path.split("/") if p not in ("", ".")]
     for depth, name in enumerate(parts, start=1):
         if matcher.matches(name, "/".join(parts[:depth])):
@@ -113,9 +114,9 @@ def scan_tree(
     Raises OSError only if base_dir itself cannot be opened; a bad entry below it lands in
     `errors` and an entry that vanishes mid-walk is skipped silently.
     """
+    walk = _Walk(_compile(_patterns(exclude)), _normalise(skip_names), recursive)
     base = os.path.realpath(os.fspath(base_dir))
     base_fd = os.open(base, DIR_OPEN_FLAGS)
-    walk = _Walk(_compile(tuple(exclude)), _normalise(skip_names), recursive)
     try:
         walk.base_dev = os.fstat(base_fd).st_dev
         walk.mount_points = _mount_points_below(base)
@@ -325,6 +326,12 @@ def _normalise(skip_names: Collection[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def _patterns(patterns: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(patterns, str):  # a lone str is a Sequence[str] of its characters
+        raise TypeError("exclude patterns must be a sequence of str, not a str")
+    return tuple(patterns)
+
+
 @lru_cache(maxsize=32)
 def _compile(patterns: tuple[str, ...]) -> _Matcher:
     names: list[str] = []
@@ -333,7 +340,8 @@ def _compile(patterns: tuple[str, ...]) -> _Matcher:
         pattern = raw.strip("/")
         if not pattern:
             continue
-        (paths if "/" in pattern else names).append(_translate(pattern))
+        anchored = raw.startswith("/") or "/" in pattern
+        (paths if anchored else names).append(_translate(pattern))
     return _Matcher(_join(names), _join(paths))
 
 

@@ -122,14 +122,16 @@ def test_directory_rename_inside_keeps_the_ages(base: Path) -> None:
             path.write_bytes(b"x")
         wait_for(lambda: all(str(p) in registry for p in files), message="both registered")
         ages = {p.name: registry.get(str(p)) for p in files}
+        assert all(entry is not None for entry in ages.values())
         (base / "d").rename(base / "renamed")
         moved = [base / "renamed" / "one", base / "renamed" / "e" / "two"]
         wait_for(lambda: all(str(p) in registry for p in moved), message="entries moved")
         settle(registry, base)
         assert all(str(p) not in registry for p in files)
         for path in moved:
-            entry = registry.get(str(path))
-            assert entry is not None and entry == ages[path.name]
+            entry, before = registry.get(str(path)), ages[path.name]
+            assert entry is not None and before is not None
+            assert (entry.registered_at, entry.ino) == (before.registered_at, before.ino)
 
 
 def test_move_out_drops_and_move_in_registers(base: Path, tmp_path: Path) -> None:
@@ -308,7 +310,9 @@ def test_polling_observer_create_delete_rename(base: Path) -> None:
         entry = registry.get(str(path))
         path.rename(base / "b.tmp")
         wait_for(registered(registry, base / "b.tmp"), message="polling: renamed")
-        assert registry.get(str(base / "b.tmp")) == entry
+        moved = registry.get(str(base / "b.tmp"))
+        assert entry is not None and moved is not None
+        assert moved.registered_at == entry.registered_at
         assert str(path) not in registry
         (base / "b.tmp").unlink()
         wait_for(lambda: len(registry) == 0, message="polling: deleted")

@@ -1,0 +1,144 @@
+"""`tempwatch run`: the service in the foreground, driven by signals.
+
+The only code that installs signal handlers, on the main thread. The first SIGINT or
+SIGTERM stops the service gracefully (every thread joined, the last log line flushed);
+a second one forces the exit at once (status 130 or 143). SIGHUP reloads the config: the
+new one is validated by the loader first, and on any error the old one stays in force and
+the reason is logged on one line.
+
+The handlers only record the signal and wake the main loop: logging, reloading and
+stopping happen on the main thread outside the handler, where taking locks is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from loguru import logger
+
+from tempwatch.config import Config
+from tempwatch.errors import AlreadyRunningError, ConfigError
+from tempwatch.service import Service
+
+__all__ = ["run_daemon"]
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_HANDLED = (*_STOP_SIGNALS, signal.SIGHUP)
+_IDLE_WAKE_SECONDS = 1.0  # belt and braces: the loop re-checks its flags at least this often
+
+
+class _Signals:
+    """Records signals for the main loop; a second stop signal exits on the spot."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+        self.stop_signal: int | None = None
+        self.reload_requested = False
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for signum in _HANDLED:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+        elif self.stop_signal is None:
+            self.stop_signal = signum
+        else:
+            _force_exit(signum)
+        self.wake.set()
+
+
+def _force_exit(signum: int) -> None:
+    try:
+        logger.bind(event="forced-stop", signal=signal.Signals(signum).name).warning(
+            "second {}: exiting now", signal.Signals(signum).name
+        )
+        logger.complete()
+    except Exception:  # the interrupted code may hold a sink's lock: exit anyway
+        pass
+    os._exit(128 + signum)
+
+
+def run_daemon(
+    load_config: Callable[[], Config], *, configure_logging: Callable[[Config], None]
+) -> int:
+    """Run the service until SIGINT or SIGTERM; returns the exit status.
+
+    `load_config` is called once at start (a ConfigError propagates to the caller) and
+    again on every SIGHUP. Returns 1 with a one-line message on stderr if another instance
+    already watches the directory, 0 after a graceful stop.
+    """
+    config = load_config()
+    configure_logging(config)
+    signals = _Signals()
+    signals.install()
+    try:
+        return _serve(config, signals, load_config, configure_logging)
+    except AlreadyRunningError as e:
+        logger.complete()
+        print(f"tempwatch: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signals.restore()
+
+
+def _serve(
+    config: Config,
+    signals: _Signals,
+    load_config: Callable[[], Config],
+    configure_logging: Callable[[Config], None],
+) -> int:
+    with Service(config) as service:
+        stats = service.stats
+        logger.bind(
+            event="started", path=str(config.watch.base_dir), observer=stats.observer_kind,
+            files=stats.registered_files, pid=os.getpid(),
+        ).info(
+            "watching {} ({}), {} files registered",
+            config.watch.base_dir, stats.observer_kind, stats.registered_files,
+        )
+        while signals.stop_signal is None:
+            signals.wake.wait(_IDLE_WAKE_SECONDS)
+            signals.wake.clear()
+            if signals.reload_requested and signals.stop_signal is None:
+                signals.reload_requested = False
+                _reload(service, load_config, configure_logging)
+        name = signal.Signals(signals.stop_signal).name
+        logger.bind(event="stopping", signal=name).info("{}: stopping", name)
+    logger.bind(event="stopped").info("stopped")
+    logger.complete()
+    return 0
+
+
+def _reload(
+    service: Service,
+    load_config: Callable[[], Config],
+    configure_logging: Callable[[Config], None],
+) -> None:
+    old = service.config
+    try:
+        new = load_config()
+    except ConfigError as e:
+        logger.bind(event="reload-failed").error("reload failed, keeping the old config: {}", e)
+        return
+    try:
+        configure_logging(new)
+    except Exception as e:  # e.g. a log file that cannot be opened
+        configure_logging(old)
+        logger.bind(event="reload-failed").error(
+            "reload failed, keeping the old config: logging: {}", e
+        )
+        return
+    service.reload(new)

@@ -1,0 +1,549 @@
+"""The watcher service: a registry kept by events, cleaned by age and held within limits.
+
+`Service` is a context manager. Entering it creates base_dir if missing, takes the
+one-instance lock, starts the observer first and only then registers the files already
+present (with their mtime as registration time, so a restart never makes an old file
+young), then starts four threads:
+
+- cleanup: a full pass (expiry, oversize, limits) every `cleanup.interval_seconds`;
+- enforcer: woken by the watcher when the count or the quota is exceeded or an oversize
+  file was closed; sweeps the open files once, outside the registry lock, then evicts the
+  oldest files that are not open. While a limit stays exceeded (the files that would go are
+  open) it backs off instead of sweeping on every event;
+- rescan: reconciles the registry with the disk every `watch.rescan_interval_seconds`, and
+  promptly after an inotify overflow, an unwatched directory or an observer restart;
+- monitor: notices within a second that the observer died, logs it, restarts it, rescans.
+
+Exiting stops every thread and joins it with a shared deadline (under two seconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loguru import logger
+
+from tempwatch.cleaner import CleanupListener, PassReport, execute_plan, run_eviction, run_pass
+from tempwatch.config import Config
+from tempwatch.deleter import Deleter
+from tempwatch.errors import TempwatchError
+from tempwatch.instance import InstanceLock
+from tempwatch.oneshot import limits_of, own_files
+from tempwatch.openfiles import (
+    NO_OPEN_FILES,
+    LazyOpenFiles,
+    OpenFiles,
+    OpenFileSet,
+    sweep_open_files,
+)
+from tempwatch.policy import plan_pass
+from tempwatch.registry import Registry
+from tempwatch.rescan import ReconcileResult, reconcile
+from tempwatch.scan import is_excluded, scan_tree
+from tempwatch.watcher import Watcher
+
+__all__ = ["BASE_DIR_MODE", "Service", "ServiceStats"]
+
+BASE_DIR_MODE = 0o700
+"""Mode of a base_dir the service creates: nobody else can plant files in it."""
+
+_STOP_SECONDS = 1.5  # the whole stop, all joins together
+_MAX_BACKOFF_SECONDS = 1.0
+_RESTART_RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStats:
+    """A snapshot of what the service has done, for metrics and health checks."""
+
+    started_at: float
+    registered_files: int
+    registered_bytes: int
+    registered_total: int  # files registered since start, by events and rescans
+    overflows: int
+    rescans: int
+    observer_restarts: int
+    observer_alive: bool
+    observer_kind: str | None
+    last_pass_at: float | None
+    last_pass_report: PassReport | None
+    pinned_files: int
+    pinned_bytes: int
+
+
+class Service:
+    """Watches `config.watch.base_dir` and keeps it clean until stopped.
+
+    `clock` gives registration and age times; `sweep(base_dir)` finds open files (the
+    default sweeps /proc); `listener` hears every deletion and pass (the metrics).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        sweep: Callable[[str], OpenFiles] = sweep_open_files,
+        listener: CleanupListener | None = None,
+        monitor_interval_seconds: float = 0.5,
+        polling_interval_seconds: float = 1.0,
+    ) -> None:
+        self.registry = Registry()
+        self._config = config
+        self._base_dir = str(config.watch.base_dir)
+        self._clock = clock
+        self._sweep = sweep
+        self._listener = listener
+        self._monitor_interval = monitor_interval_seconds
+        self._polling_interval = polling_interval_seconds
+        self._limits = limits_of(config)
+        self._own = own_files(config)
+        self._instance = InstanceLock(self._base_dir)
+        self._watcher: Watcher | None = None
+        self._deleter: Deleter | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._wake_cleanup = threading.Event()
+        self._wake_enforcer = threading.Event()
+        self._wake_rescan = threading.Event()
+        self._act_lock = threading.Lock()  # one pass or eviction deletes at a time
+        self._watcher_lock = threading.Lock()
+        self._oversize: set[str] = set()
+        self._oversize_lock = threading.Lock()
+        self._rescan_reasons: set[str] = set()
+        self._started_at = 0.0
+        self._registered_by_rescan = 0
+        self._registered_by_old_watchers = 0
+        self._overflows = 0
+        self._rescans = 0
+        self._observer_restarts = 0
+        self._last_pass_at: float | None = None
+        self._last_pass: PassReport | None = None
+        self._pinned = (0, 0)
+        self._pinned_logged_at = float("-inf")
+        self._backoff_until = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def __enter__(self) -> Service:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (after reloads)."""
+        return self._config
+
+    @property
+    def watcher(self) -> Watcher | None:
+        """The watcher, once started."""
+        return self._watcher
+
+    def start(self) -> None:
+        """Create base_dir if needed, lock it, watch it, register what is there, start threads."""
+        self._ensure_base_dir()
+        self._instance.acquire()
+        try:
+            self._started_at = self._clock()
+            self._deleter = _make_deleter(self._config)
+            watcher = self._make_watcher(self._config)
+            watcher.start()  # before the scan: nothing created meanwhile is missed
+            self._watcher = watcher
+            self._rescan("start")
+            for name, loop in (
+                ("cleanup", self._cleanup_loop),
+                ("enforcer", self._enforcer_loop),
+                ("rescan", self._rescan_loop),
+                ("monitor", self._monitor_loop),
+            ):
+                thread = threading.Thread(target=loop, name=f"tempwatch-{name}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every thread and the observer, join them, release the lock. Idempotent."""
+        deadline = time.monotonic() + _STOP_SECONDS
+        self._stopping.set()
+        for event in (self._wake_cleanup, self._wake_enforcer, self._wake_rescan):
+            event.set()
+        monitor = [t for t in self._threads if t.name == "tempwatch-monitor"]
+        for thread in monitor:  # first, so that it cannot restart the observer meanwhile
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._watcher_lock:
+            if self._watcher is not None:
+                self._watcher.stop(max(0.1, deadline - time.monotonic()))
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        late = [t.name for t in self._threads if t.is_alive()]
+        if late:
+            logger.bind(event="stop").warning("threads still busy at stop: {}", ", ".join(late))
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._instance.release()
+
+    # -- public operations ----------------------------------------------------------
+
+    @property
+    def stats(self) -> ServiceStats:
+        """What the service has done so far."""
+        watcher = self._watcher
+        by_events = watcher.registered_total if watcher is not None else 0
+        return ServiceStats(
+            started_at=self._started_at,
+            registered_files=len(self.registry),
+            registered_bytes=self.registry.total_bytes,
+            registered_total=self._registered_by_old_watchers + by_events
+            + self._registered_by_rescan,
+            overflows=self._overflows,
+            rescans=self._rescans,
+            observer_restarts=self._observer_restarts,
+            observer_alive=watcher is not None and watcher.is_alive,
+            observer_kind=watcher.kind if watcher is not None else None,
+            last_pass_at=self._last_pass_at,
+            last_pass_report=self._last_pass,
+            pinned_files=self._pinned[0],
+            pinned_bytes=self._pinned[1],
+        )
+
+    def run_pass_now(self) -> PassReport:
+        """Run one full cleanup pass now, on the calling thread."""
+        config = self._config
+        deleter = self._require_deleter()
+        open_paths = (
+            LazyOpenFiles(self._base_dir, sweep=self._sweep)
+            if config.cleanup.skip_open_files
+            else NO_OPEN_FILES
+        )
+        with self._act_lock:
+            report = run_pass(
+                self.registry,
+                deleter,
+                self._limits,
+                open_paths=open_paths,
+                clock=self._clock,
+                listener=self._listener,
+                dry_run=config.cleanup.dry_run,
+            )
+            if config.cleanup.remove_empty_dirs and not config.cleanup.dry_run:
+                self._remove_empty_dirs(deleter, config)
+        self._last_pass_at = self._clock()
+        self._last_pass = report
+        self._pinned = (report.pinned_files, report.pinned_bytes)
+        if report.pinned_files:
+            self._pinned_logged_at = time.monotonic()  # the pass logged it
+        return report
+
+    def request_rescan(self, reason: str) -> None:
+        """Ask the rescan thread to reconcile the registry with the disk soon."""
+        self._rescan_reasons.add(reason)
+        self._wake_rescan.set()
+
+    def reload(self, config: Config) -> None:
+        """Apply a new configuration. base_dir cannot change without a restart."""
+        old = self._config
+        if config.watch.base_dir != old.watch.base_dir:
+            logger.bind(event="reload").warning(
+                "watch.base_dir changed to {}: that needs a restart; still watching {}",
+                config.watch.base_dir, old.watch.base_dir,
+            )
+            config = dataclasses.replace(
+                config, watch=dataclasses.replace(config.watch, base_dir=old.watch.base_dir)
+            )
+        self._config = config
+        self._limits = limits_of(config)
+        self._own = own_files(config)
+        self._deleter = _make_deleter(config)
+        if _watch_settings(config) != _watch_settings(old):
+            self._replace_watcher(config)
+        elif self._watcher is not None:
+            self._watcher.skip_paths = self._own
+        for event in (self._wake_cleanup, self._wake_enforcer, self._wake_rescan):
+            event.set()  # re-wait with the new intervals, re-check the new limits
+        logger.bind(event="reload").info("configuration reloaded")
+
+    # -- watcher callbacks (on watchdog's threads: quick, never blocking) ---------------
+
+    def _on_change(self) -> None:
+        limits = self._limits
+        registry = self.registry
+        if (limits.max_files and len(registry) > limits.max_files) or (
+            limits.max_total_size_bytes and registry.total_bytes > limits.max_total_size_bytes
+        ):
+            self._wake_enforcer.set()
+
+    def _on_closed(self, path: str, size_bytes: int) -> None:
+        limit = self._limits.max_file_size_bytes
+        if limit and size_bytes > limit:
+            with self._oversize_lock:
+                self._oversize.add(path)
+            self._wake_enforcer.set()
+
+    def _on_overflow(self) -> None:
+        self._overflows += 1
+        logger.bind(event="overflow").warning(
+            "inotify queue overflowed under {}: events were lost; rescanning", self._base_dir
+        )
+        self.request_rescan("overflow")
+
+    def _on_missed(self, reason: str) -> None:
+        self.request_rescan(reason)
+
+    # -- threads ------------------------------------------------------------------
+
+    def _wait(self, event: threading.Event, seconds: float | None) -> bool | None:
+        """Wait for `event` or `seconds`: None when stopping, else whether `event` woke us."""
+        woken = event.wait(seconds)
+        event.clear()
+        return None if self._stopping.is_set() else woken
+
+    def _cleanup_loop(self) -> None:
+        while True:
+            woken = self._wait(self._wake_cleanup, self._config.cleanup.interval_seconds)
+            if woken is None:
+                return
+            if woken:
+                continue  # a reload: wait again, with the new interval
+            try:
+                self.run_pass_now()
+            except Exception:
+                logger.opt(exception=True).bind(event="pass-error").error("cleanup pass failed")
+
+    def _enforcer_loop(self) -> None:
+        while self._wait(self._wake_enforcer, None) is not None:
+            delay = self._backoff_until - time.monotonic()
+            if delay > 0 and self._stopping.wait(delay):
+                return
+            try:
+                self._enforce()
+            except Exception:
+                logger.opt(exception=True).bind(event="enforce-error").error(
+                    "limit enforcement failed"
+                )
+                self._back_off()
+
+    def _rescan_loop(self) -> None:
+        interval = self._config.watch.rescan_interval_seconds
+        while (woken := self._wait(self._wake_rescan, interval)) is not None:
+            interval = self._config.watch.rescan_interval_seconds
+            reasons, self._rescan_reasons = self._rescan_reasons, set()
+            if woken and not reasons:
+                continue  # a reload: wait again, with the new interval
+            try:
+                self._rescan(", ".join(sorted(reasons)) or "periodic")
+            except Exception:
+                logger.opt(exception=True).bind(event="rescan-error").error("rescan failed")
+
+    def _monitor_loop(self) -> None:
+        while not self._stopping.wait(self._monitor_interval):
+            restarted = self._restart_dead_observer()
+            if restarted:
+                self.request_rescan("observer restart")
+            elif restarted is False and self._stopping.wait(_RESTART_RETRY_SECONDS):
+                return
+
+    def _restart_dead_observer(self) -> bool | None:
+        """None if the observer is fine, else whether restarting it worked."""
+        with self._watcher_lock:
+            watcher = self._watcher
+            if watcher is None or watcher.is_alive or self._stopping.is_set():
+                return None
+            logger.bind(event="observer-died", observer=watcher.kind).error(
+                "the {} observer of {} stopped; restarting it", watcher.kind, self._base_dir
+            )
+            try:
+                watcher.restart()
+            except (TempwatchError, OSError) as e:
+                logger.bind(event="observer-restart-failed").error(
+                    "could not restart the observer: {}; retrying in {}s", e,
+                    _RESTART_RETRY_SECONDS,
+                )
+                return False
+            self._observer_restarts += 1
+            return True
+
+    # -- the work -----------------------------------------------------------------
+
+    def _enforce(self) -> None:
+        with self._oversize_lock:
+            oversize, self._oversize = self._oversize, set()
+        if not oversize and not self._is_over_limits():
+            return
+        config = self._config
+        deleter = self._require_deleter()
+        # One sweep, outside the registry lock: the handler must never wait on /proc.
+        open_paths: OpenFileSet = (
+            self._sweep(self._base_dir) if config.cleanup.skip_open_files else NO_OPEN_FILES
+        )
+        with self._act_lock:
+            if oversize:
+                self._delete_oversize(oversize, deleter, open_paths)
+            report = run_eviction(
+                self.registry,
+                deleter,
+                self._limits,
+                open_paths=open_paths,
+                clock=self._clock,
+                listener=self._listener,
+                dry_run=config.cleanup.dry_run,
+            )
+        self._pinned = (report.pinned_files, report.pinned_bytes)
+        if self._is_over_limits():
+            self._back_off()
+            self._log_pinned(report)
+
+    def _delete_oversize(
+        self, paths: set[str], deleter: Deleter, open_paths: OpenFileSet
+    ) -> None:
+        entries = [(p, e) for p in paths if (e := self.registry.get(p)) is not None]
+        entries.sort(key=lambda item: item[1].registered_at)
+        # Only the per-file rules: the count and quota are the eviction's business.
+        limits = dataclasses.replace(self._limits, max_files=0, max_total_size_bytes=0)
+        plan = plan_pass(entries, now=self._clock(), limits=limits, open_paths=open_paths)
+        execute_plan(
+            plan, self.registry, deleter,
+            listener=self._listener, dry_run=self._config.cleanup.dry_run,
+        )
+
+    def _is_over_limits(self) -> bool:
+        limits = self._limits
+        return bool(
+            (limits.max_files and len(self.registry) > limits.max_files)
+            or (
+                limits.max_total_size_bytes
+                and self.registry.total_bytes > limits.max_total_size_bytes
+            )
+        )
+
+    def _back_off(self) -> None:
+        seconds = min(self._config.cleanup.interval_seconds, _MAX_BACKOFF_SECONDS)
+        self._backoff_until = time.monotonic() + seconds
+
+    def _log_pinned(self, report: PassReport) -> None:
+        now = time.monotonic()
+        if not report.pinned_files:
+            return
+        if now - self._pinned_logged_at < self._config.cleanup.interval_seconds:
+            return
+        self._pinned_logged_at = now
+        logger.bind(
+            event="pinned", pinned_files=report.pinned_files, pinned_bytes=report.pinned_bytes
+        ).warning(
+            "a limit is still exceeded: {} files ({} bytes) that would go are open",
+            report.pinned_files, report.pinned_bytes,
+        )
+
+    def _rescan(self, reason: str) -> ReconcileResult:
+        config = self._config
+        started = time.monotonic()
+        scan = scan_tree(
+            self._base_dir,
+            recursive=config.watch.recursive,
+            exclude=config.watch.exclude,
+            skip_names=self._own,
+        )
+        result = reconcile(self.registry, scan, skip_paths=self._own)
+        self._rescans += 1
+        self._registered_by_rescan += result.added
+        quiet = reason in ("start", "periodic") and (reason == "start" or not result.changed)
+        logger.bind(
+            event="rescan",
+            reason=reason,
+            added=result.added,
+            removed=result.removed,
+            resized=result.resized,
+            errors=len(scan.errors),
+            files=len(self.registry),
+            duration_seconds=round(time.monotonic() - started, 4),
+        ).log(
+            "DEBUG" if quiet else "WARNING",
+            "rescan ({}): {} added, {} removed, {} resized; {} files registered",
+            reason, result.added, result.removed, result.resized, len(self.registry),
+        )
+        if result.added or result.resized:
+            self._on_change()
+        return result
+
+    def _remove_empty_dirs(self, deleter: Deleter, config: Config) -> None:
+        scan = scan_tree(
+            self._base_dir, recursive=config.watch.recursive, exclude=config.watch.exclude
+        )
+        now = self._clock()
+        for directory in scan.dirs:  # deepest first
+            if directory.is_empty:
+                deleter.remove_empty_dir(directory.path, config.cleanup.max_age_seconds, now)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _ensure_base_dir(self) -> None:
+        try:
+            os.mkdir(self._base_dir, mode=BASE_DIR_MODE)  # its parent must exist
+        except FileExistsError:
+            return
+        except OSError as e:
+            raise TempwatchError(f"cannot create base_dir {self._base_dir}: {e.strerror}") from e
+        logger.bind(event="created-base-dir", path=self._base_dir).info(
+            "created {} (mode {:o})", self._base_dir, BASE_DIR_MODE
+        )
+
+    def _make_watcher(self, config: Config) -> Watcher:
+        watch = config.watch
+        return Watcher(
+            self._base_dir,
+            self.registry,
+            recursive=watch.recursive,
+            observer=watch.observer,
+            exclude=watch.exclude,
+            skip_paths=self._own,
+            clock=self._clock,
+            on_change=self._on_change,
+            on_closed=self._on_closed,
+            on_overflow=self._on_overflow,
+            on_missed=self._on_missed,
+            polling_interval_seconds=self._polling_interval,
+        )
+
+    def _replace_watcher(self, config: Config) -> None:
+        with self._watcher_lock:
+            old = self._watcher
+            if old is not None:
+                old.stop()
+                self._registered_by_old_watchers += old.registered_total
+            watcher = self._make_watcher(config)
+            watcher.start()
+            self._watcher = watcher
+        if config.watch.exclude:
+            for path in list(self.registry.times()):
+                rel = path[len(self._base_dir) + 1 :]
+                if is_excluded(rel, config.watch.exclude):
+                    self.registry.discard(path)
+        self.request_rescan("watch settings changed")
+
+    def _require_deleter(self) -> Deleter:
+        if self._deleter is None:
+            raise TempwatchError("the service is not started")
+        return self._deleter
+
+
+def _make_deleter(config: Config) -> Deleter:
+    cleanup = config.cleanup
+    return Deleter(
+        config.watch.base_dir,
+        secure_delete=cleanup.secure_delete,
+        owner_uid=os.geteuid() if cleanup.owner_check else None,
+        dry_run=cleanup.dry_run,
+    )
+
+
+def _watch_settings(config: Config) -> tuple[object, ...]:
+    watch = config.watch
+    return (watch.recursive, watch.observer, watch.exclude)
