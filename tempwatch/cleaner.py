@@ -69,7 +69,11 @@ class PassReport:
 
 
 def _base_dev(deleter: Deleter) -> int:
-    return os.stat(deleter.base_dir).st_dev
+    """base_dir's device, or 0 if it is gone (the deleter then finds every file vanished)."""
+    try:
+        return os.stat(deleter.base_dir).st_dev
+    except OSError:
+        return 0
 
 
 def execute_plan(
@@ -93,7 +97,7 @@ def execute_plan(
         if listener is not None:
             listener.on_skipped_open(decision)
     for decision in plan.deletions:
-        expected = FileId(dev, decision.ino) if decision.ino else None
+        expected = FileId(dev, decision.ino) if decision.ino and dev else None
         result = deleter.delete(decision.path, expected=expected)
         _record(decision, result, report, registry, listener, dry_run)
     return report

@@ -121,10 +121,10 @@ def _status(config: Config, *, as_json: bool) -> int:
 class _Printer:
     """Prints one line per deletion on stdout and, on a terminal, progress on stderr."""
 
-    def __init__(self, *, dry_run: bool, progress: TextIO | None, out: TextIO = sys.stdout):
+    def __init__(self, *, dry_run: bool, progress: TextIO | None, out: TextIO | None = None):
         self._verb = "would delete" if dry_run else "deleted"
         self._progress = progress
-        self._out = out
+        self._out = out if out is not None else sys.stdout
         self._done = 0
         self._shown_at = 0.0
 

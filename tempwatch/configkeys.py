@@ -25,6 +25,7 @@ __all__ = [
     "ObserverKind",
     "Origin",
     "invalid",
+    "parse_mask",
     "to_base_dir",
 ]
 
@@ -139,6 +140,11 @@ def _is_relative_glob(item: object) -> bool:
 
 
 def _to_mask(value: object, label: str, origin: Origin) -> int:
+    return parse_mask(value, label)
+
+
+def parse_mask(value: object, label: str) -> int:
+    """A umask-style permission mask ("077", 0o077) that keeps files from being world-writable."""
     mask: int | None = None
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
         mask = value

@@ -17,9 +17,19 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Literal, Protocol
 
-__all__ = ["DEFAULT_GRACE_SECONDS", "Health", "HealthStatus", "assess", "is_pass_overdue"]
+from tempwatch.config import Config
+
+__all__ = [
+    "DEFAULT_GRACE_SECONDS",
+    "Health",
+    "HealthStatus",
+    "ServiceState",
+    "assess",
+    "assess_service",
+    "is_pass_overdue",
+]
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 
@@ -126,3 +136,42 @@ def assess(
         "uptime_seconds": round(now - started_at, 3),
     }
     return Health(status, 503 if failures else 200, body)
+
+
+class ServiceState(Protocol):
+    """The facts `assess_service` takes from the service (`Service.stats` has them)."""
+
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def registered_files(self) -> int: ...
+    @property
+    def observer_alive(self) -> bool: ...
+    @property
+    def last_pass_at(self) -> float | None: ...
+    @property
+    def pinned_files(self) -> int: ...
+
+
+def assess_service(
+    state: ServiceState,
+    config: Config,
+    *,
+    now: float,
+    base_dir_exists: bool,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> Health:
+    """`assess` with the facts of a service's stats and the configuration in force."""
+    return assess(
+        now=now,
+        observer_alive=state.observer_alive,
+        base_dir_exists=base_dir_exists,
+        last_pass_at=state.last_pass_at,
+        interval_seconds=config.cleanup.interval_seconds,
+        limit_pinned=state.pinned_files > 0,
+        active_files=state.registered_files,
+        base_dir=config.watch.base_dir,
+        max_age_seconds=config.cleanup.max_age_seconds,
+        started_at=state.started_at,
+        grace_seconds=grace_seconds,
+    )

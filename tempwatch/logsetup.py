@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 from loguru import logger
 
 from tempwatch.config import LogConfig
+from tempwatch.units import printable
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -23,8 +24,15 @@ if TYPE_CHECKING:
 __all__ = ["configure_logging", "route_stdlib_logging"]
 
 _TEXT_FORMAT = (
-    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | {message}\n"
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
+    "{extra[_line]}\n"
 )
+
+
+def _text_format(record: Record) -> str:
+    # A file name may hold a newline: escaped, it cannot forge a log line of its own.
+    record["extra"]["_line"] = printable(record["message"])
+    return _TEXT_FORMAT
 
 
 def _json_format(record: Record) -> str:
@@ -40,7 +48,8 @@ def _json_format(record: Record) -> str:
     )
     if record["exception"] is not None:
         fields["exception"] = str(record["exception"].value)
-    record["extra"]["_json"] = json.dumps(fields, ensure_ascii=False)
+    # ASCII escapes keep a non-UTF-8 file name (held as surrogates) writable and readable.
+    record["extra"]["_json"] = json.dumps(fields, ensure_ascii=True)
     return "{extra[_json]}\n"
 
 
@@ -62,7 +71,7 @@ def configure_logging(
     logger.add(
         target,
         level=level,
-        format=_json_format if json_lines else _TEXT_FORMAT,
+        format=_json_format if json_lines else _text_format,
         colorize=False if json_lines else None,
         backtrace=False,
         diagnose=False,
@@ -71,7 +80,7 @@ def configure_logging(
         logger.add(
             str(config.file),
             level=config.level,
-            format=_json_format if json_lines else _TEXT_FORMAT,
+            format=_json_format if json_lines else _text_format,
             colorize=False,
             rotation=config.rotation,
             # A bare number is a count of files to keep, which loguru takes as an int.

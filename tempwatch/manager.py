@@ -112,6 +112,8 @@ class TempFileManager:
             return "no such file"
         except OSError as e:
             return e.strerror or str(e)
+        except ValueError:  # an embedded NUL byte: no file can have that name
+            return "not a valid path"
         if stat.S_ISLNK(st.st_mode):
             return "a symlink"
         if stat.S_ISDIR(st.st_mode):

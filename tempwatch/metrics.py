@@ -1,11 +1,13 @@
 """Prometheus metrics, and the HTTP endpoint that serves them with /healthz.
 
 This is the only module that imports prometheus_client. `Metrics` hears what the service
-does (it is a `CleanupListener`, plus a few service events) and keeps the counters and
-histograms in a private `CollectorRegistry`, never the global one, so that several
-services, or several tests, can live in one process. The gauges that mirror state
-(files, bytes, pinned bytes) are not pushed per event: they are read from callables when
-Prometheus scrapes, so the event path pays nothing for them.
+does (it is a `CleanupListener`) and keeps its counters and histograms in a private
+`CollectorRegistry`, never the global one, so that several services, or several tests,
+can live in one process. What the service already counts (files and bytes registered,
+pinned bytes, registrations, overflows, rescans, observer restarts) is not pushed per
+event: it is read from the service's stats when Prometheus scrapes, so the event path
+pays nothing for it. The `on_registered`, `on_overflow`, ... methods add to those figures
+for callers that have no stats to offer.
 
 `MetricsServer` serves `/metrics` and `/healthz` from a `ThreadingHTTPServer` on a thread
 of its own; `stop()` shuts it down and joins every thread it started.
@@ -21,11 +23,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from tempwatch.cleaner import PassReport
@@ -40,6 +42,7 @@ __all__ = [
     "ERROR_LABELS",
     "Metrics",
     "MetricsServer",
+    "ServiceFigures",
     "error_label",
 ]
 
@@ -59,6 +62,9 @@ ERROR_LABELS = frozenset(
 """errno names used as the `error` label as they are; any other failure is "other"."""
 
 _ERRNO = re.compile(r"\[Errno (\d+)\]")
+# Shown at 0 from the start: increase() cannot see the first error of a series that
+# appears with it, and a failed file is retried every pass, so the rest come later.
+_COMMON_ERRORS = ("EPERM", "EACCES", "EBUSY", "EROFS", "EIO", "other")
 
 
 def error_label(error: str | None) -> str:
@@ -77,38 +83,43 @@ def _version() -> str:
     return __version__
 
 
+class ServiceFigures(Protocol):
+    """What the metrics read from the service at scrape time (`Service.stats` has it)."""
+
+    @property
+    def registered_files(self) -> int: ...
+    @property
+    def registered_bytes(self) -> int: ...
+    @property
+    def registered_total(self) -> int: ...
+    @property
+    def overflows(self) -> int: ...
+    @property
+    def rescans(self) -> int: ...
+    @property
+    def observer_restarts(self) -> int: ...
+    @property
+    def observer_kind(self) -> str | None: ...
+    @property
+    def pinned_bytes(self) -> int: ...
+
+
 class Metrics:
     """The service's metrics in a private registry; a `CleanupListener`.
 
-    `active_files`, `total_bytes` and `pinned_bytes` are read at scrape time; without
-    `pinned_bytes` the figure of the last `on_pass` report is used. `observer` names the
-    observer in use ("inotify", "polling") for the build_info label, also read at scrape.
+    `source` is called once per scrape (e.g. `lambda: service.stats`); its figures become
+    the gauges and the service counters. Without it the gauges read 0, except pinned
+    bytes, taken from the last `on_pass` report.
     """
 
     def __init__(
-        self,
-        *,
-        active_files: Callable[[], int] = lambda: 0,
-        total_bytes: Callable[[], int] = lambda: 0,
-        pinned_bytes: Callable[[], int] | None = None,
-        observer: Callable[[], str | None] = lambda: None,
-        version: str | None = None,
+        self, *, source: Callable[[], ServiceFigures] | None = None, version: str | None = None
     ) -> None:
         self.registry = CollectorRegistry()
+        self._pushed = {attr: 0 for attr, _, _ in _SERVICE_COUNTERS}
         self._last_pinned_bytes = 0
-        self._state = _StateCollector(
-            active_files=active_files,
-            total_bytes=total_bytes,
-            pinned_bytes=pinned_bytes or (lambda: self._last_pinned_bytes),
-            observer=observer,
-            version=version or _version(),
-        )
-        self.registry.register(self._state)
+        self.registry.register(_ServiceCollector(self, source, version or _version()))
         reg = self.registry
-        self._registered = Counter(
-            "temp_files_registered", "Files registered (created, moved in, or found by a scan).",
-            registry=reg,
-        )
         self._cleaned = Counter(
             "temp_files_cleaned", "Files deleted, by reason.", ["reason"], registry=reg
         )
@@ -129,15 +140,8 @@ class Metrics:
             "temp_files_cleanup_errors", "Failed deletions, by errno name.", ["error"],
             registry=reg,
         )
-        self._overflows = Counter(
-            "tempwatch_inotify_overflows", "inotify event queue overflows.", registry=reg
-        )
-        self._rescans = Counter(
-            "tempwatch_rescans", "Reconciling rescans of base_dir.", registry=reg
-        )
-        self._restarts = Counter(
-            "tempwatch_observer_restarts", "Observers found dead and restarted.", registry=reg
-        )
+        for label in _COMMON_ERRORS:
+            self._errors.labels(error=label)
 
     # -- CleanupListener ---------------------------------------------------------------
 
@@ -161,21 +165,24 @@ class Metrics:
 
     # -- service events ----------------------------------------------------------------
 
+    # Plain int additions: atomic enough under the GIL, and cheaper than a lock on the
+    # observer thread.
+
     def on_registered(self, n: int = 1) -> None:
         """`n` files were registered."""
-        self._registered.inc(n)
+        self._pushed["registered_total"] += n
 
     def on_overflow(self) -> None:
         """The inotify queue overflowed: events were lost."""
-        self._overflows.inc()
+        self._pushed["overflows"] += 1
 
     def on_rescan(self) -> None:
         """A reconciling rescan ran."""
-        self._rescans.inc()
+        self._pushed["rescans"] += 1
 
     def on_observer_restart(self) -> None:
         """The observer was found dead and restarted."""
-        self._restarts.inc()
+        self._pushed["observer_restarts"] += 1
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition for an HTTP Accept header: (body, content type)."""
@@ -183,44 +190,55 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
-class _StateCollector:
-    """Gauges read from the service when scraped, and the build info."""
+# (ServiceFigures attribute, metric name without _total, help)
+_SERVICE_COUNTERS = (
+    ("registered_total", "temp_files_registered",
+     "Files registered (created, moved in, or found by a scan)."),
+    ("overflows", "tempwatch_inotify_overflows", "inotify event queue overflows."),
+    ("rescans", "tempwatch_rescans", "Reconciling rescans of base_dir."),
+    ("observer_restarts", "tempwatch_observer_restarts", "Observers found dead and restarted."),
+)  # fmt: skip
+
+
+class _ServiceCollector:
+    """What the service counts, read when scraped, and the build info."""
 
     def __init__(
-        self,
-        *,
-        active_files: Callable[[], int],
-        total_bytes: Callable[[], int],
-        pinned_bytes: Callable[[], int],
-        observer: Callable[[], str | None],
-        version: str,
+        self, metrics: Metrics, source: Callable[[], ServiceFigures] | None, version: str
     ) -> None:
-        self._gauges = (
-            ("temp_files_active", "Files registered now.", active_files),
-            ("temp_files_bytes", "Total size of the files registered now.", total_bytes),
-            (
-                "tempwatch_pinned_bytes",
-                "Bytes over a limit that stay because the files are open.",
-                pinned_bytes,
-            ),
-        )
-        self._observer = observer
+        self._metrics = metrics
+        self._source = source
         self._version = version
 
     def collect(self) -> Iterator[Metric]:
-        for name, text, read in self._gauges:
+        figures: ServiceFigures | None = None
+        if self._source is not None:
             try:
-                value = read()
+                figures = self._source()
             except Exception:  # a scrape must still answer with the rest
-                logger.opt(exception=True).warning("metrics: could not read {}", name)
-                continue
+                logger.opt(exception=True).warning("metrics: could not read the service stats")
+                return
+        pushed = self._metrics._pushed
+        for attr, name, text in _SERVICE_COUNTERS:
+            total = pushed[attr] + (getattr(figures, attr) if figures is not None else 0)
+            yield CounterMetricFamily(name, text, value=total)
+        gauges = (
+            ("temp_files_active", "Files registered now.",
+             figures.registered_files if figures else 0),
+            ("temp_files_bytes", "Total size of the files registered now.",
+             figures.registered_bytes if figures else 0),
+            ("tempwatch_pinned_bytes", "Bytes over a limit that stay because the files are open.",
+             figures.pinned_bytes if figures else self._metrics._last_pinned_bytes),
+        )  # fmt: skip
+        for name, text, value in gauges:
             yield GaugeMetricFamily(name, text, value=value)
         info = GaugeMetricFamily(
             "tempwatch_build_info",
             "Version of tempwatch and Python, and the observer in use.",
             labels=["version", "python", "observer"],
         )
-        info.add_metric([self._version, platform.python_version(), self._observer() or ""], 1)
+        observer = (figures.observer_kind if figures else None) or ""
+        info.add_metric([self._version, platform.python_version(), observer], 1)
         yield info
 
 

@@ -72,7 +72,7 @@ def reconcile(
     for chunk in _chunks(suspects, chunk_size):
         with registry.lock:
             for path in chunk:
-                outcome = _verify(registry, path, lstat)
+                outcome = _verify(registry, path, lstat, skip)
                 added += outcome == "added"
                 removed += outcome == "removed"
                 resized += outcome == "resized"
@@ -88,10 +88,12 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def _verify(registry: Registry, path: str, lstat: Callable[[str], os.stat_result]) -> str:
+def _verify(
+    registry: Registry, path: str, lstat: Callable[[str], os.stat_result], skip: frozenset[str]
+) -> str:
     """Bring one path in line with what lstat says now. Call with the registry lock held."""
     try:
-        st = lstat(path)
+        st = None if path in skip else lstat(path)
     except OSError:
         st = None
     entry = registry.get(path)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from tempwatch.config import Config
 from tempwatch.oneshot import limits_of, read_disk
 from tempwatch.policy import plan_pass
-from tempwatch.units import format_age, format_size
+from tempwatch.units import format_age, format_size, printable
 
 __all__ = ["AgeBucket", "StatusReport", "gather_status", "render_text"]
 
@@ -89,13 +89,12 @@ def gather_status(
 def render_text(report: StatusReport) -> str:
     """A short human summary with a histogram of files and bytes by age."""
     lines = [
-        f"base_dir: {report.base_dir}",
+        f"base_dir: {printable(report.base_dir)}",
         f"files:    {report.files} ({format_size(report.total_bytes)})",
     ]
     if report.oldest_path is not None and report.oldest_age_seconds is not None:
-        lines.append(
-            f"oldest:   {report.oldest_path} ({format_age(report.oldest_age_seconds)} old)"
-        )
+        age = format_age(report.oldest_age_seconds)
+        lines.append(f"oldest:   {printable(report.oldest_path)} ({age} old)")
     lines.append("")
     lines.append(f"{'age':<8} {'files':>8} {'bytes':>10}")
     widest = max((b.files for b in report.buckets), default=0) or 1

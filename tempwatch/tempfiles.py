@@ -8,8 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tempwatch.configkeys import parse_mask
 from tempwatch.deleter import Deleter, Outcome
-from tempwatch.errors import TempFileError
+from tempwatch.errors import ConfigError, TempFileError
 
 __all__ = ["cleanup_temporary_file", "create_temporary_file", "temporary_file"]
 
@@ -22,12 +23,9 @@ def _file_mode() -> int:
     if not raw:
         return 0o666 & ~_DEFAULT_MASK
     try:
-        mask = int(raw.removeprefix("0o"), 8)
-    except ValueError as e:
-        raise TempFileError(
-            f'TEMP_FILE_PERMISSION_MASK (environment): expected an octal mask like "077", '
-            f'got "{raw}"'
-        ) from e
+        mask = parse_mask(raw, "TEMP_FILE_PERMISSION_MASK (environment)")
+    except ConfigError as e:
+        raise TempFileError(str(e)) from e
     return 0o666 & ~mask
 
 
@@ -50,6 +48,8 @@ def create_temporary_file(
     Raises TempFileError, naming the directory and the reason, if it cannot be written;
     a partly written file is removed first.
     """
+    if not isinstance(contents, str | bytes | bytearray | memoryview):
+        raise TypeError(f"contents must be str or bytes, not {type(contents).__name__}")
     data = contents.encode("utf-8") if isinstance(contents, str) else bytes(contents)
     mode = _file_mode()
     try:

@@ -10,6 +10,7 @@ from fractions import Fraction
 from tempwatch.errors import ConfigError
 
 __all__ = [
+    "printable",
     "format_age",
     "format_duration",
     "format_size",
@@ -189,3 +190,13 @@ def format_duration(seconds: float) -> str:
 def format_age(seconds: float) -> str:
     """An age for people: whole seconds from ten seconds on ("2h0m5s" -> "2h5s")."""
     return format_duration(round(seconds) if seconds >= 10 else round(seconds, 1))
+
+
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def printable(text: str) -> str:
+    """`text` safe for one line of a terminal or log: control characters and undecodable
+    bytes (held as surrogates) are shown as backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").translate(_CONTROL)

@@ -166,6 +166,24 @@ def test_check_config_rejects_a_bad_value_in_one_line_naming_it(
     assert named in result.err
 
 
+def test_check_config_output_reads_back_to_the_same_config(tmp_path: Path, run: _Runner) -> None:
+    odd = Path(os.path.realpath(tmp_path)) / 'we"ird \\ dir ünï'
+    odd.mkdir()
+    log_file = odd / "log file.txt"
+    first = run(
+        "check-config", "--base-dir", odd, "--max-age", "1h30m", "--max-total-size", "1500MiB",
+        "--log-file", log_file,
+    )  # fmt: skip
+    assert first.code == 0, first.err
+    again = run("check-config", "-c", _config(tmp_path, first.out))
+    assert again.code == 0, again.err
+    effective = tomllib.loads(again.out)
+    assert effective["watch"]["base_dir"] == str(odd)
+    assert effective["log"]["file"] == str(log_file)
+    strip = [line for line in first.out.splitlines() if not line.startswith("#")]
+    assert [line for line in again.out.splitlines() if not line.startswith("#")] == strip
+
+
 def test_check_config_names_a_bad_environment_variable(
     run: _Runner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +217,7 @@ def test_clean_deletes_expired_files_and_reports_each(
     assert "120" in result.summary  # bytes removed
     assert _count(result.summary, "skipped") == 0
     assert _count(result.summary, "error") == 0
+    assert result.err == ""
 
 
 def test_clean_with_nothing_to_do_prints_only_the_summary(base: Path, run: _Runner) -> None:
@@ -376,10 +395,17 @@ def test_odd_names_are_deleted_and_printed_one_line_each(base: Path, run: _Runne
         assert len(_lines_naming(result, os.fsdecode(path))) == 1, os.fsdecode(path)
 
 
+def _subprocess_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != CONFIG_PATH_ENV}
+    # What a UTF-8 desktop locale gives (en_US.UTF-8): a strict encoder on stdout and stderr.
+    env["PYTHONIOENCODING"] = "utf-8:strict"
+    return env
+
+
 def test_clean_through_the_real_entry_point(base: Path) -> None:
     """`python -m tempwatch clean`: odd names reach a real, non-terminal stdout intact."""
     paths = _make_odd_files(base)
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != CONFIG_PATH_ENV}
+    env = _subprocess_env()
     done = subprocess.run(
         [sys.executable, "-m", "tempwatch", "clean", "--base-dir", str(base), "--max-age", "1h"],
         capture_output=True,
@@ -395,8 +421,28 @@ def test_clean_through_the_real_entry_point(base: Path) -> None:
     assert b"Traceback" not in done.stderr
 
 
+def test_status_through_the_real_entry_point(base: Path) -> None:
+    paths = _make_odd_files(base)
+    (oldest,) = [p for p in paths if b"\xff" in p]
+    _age(oldest, 3 * HOUR)  # the oldest file's name is shown: make it the non-UTF-8 one
+    for args in (["status"], ["status", "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tempwatch", *args, "--base-dir", str(base)],
+            capture_output=True,
+            cwd=REPO,
+            env=_subprocess_env(),
+            timeout=50,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert b"Traceback" not in done.stderr
+        out = done.stdout.decode("utf-8")
+        if "--json" in args:
+            assert json.loads(out)["files"] == len(paths)
+    assert len(os.listdir(base)) == len(paths)
+
+
 def test_check_config_through_the_real_entry_point(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != CONFIG_PATH_ENV}
+    env = _subprocess_env()
     env["TEMP_FILE_MAX_AGE"] = "forever"
     done = subprocess.run(
         [sys.executable, "-m", "tempwatch", "check-config", "--base-dir", str(tmp_path)],
@@ -410,6 +456,64 @@ def test_check_config_through_the_real_entry_point(tmp_path: Path) -> None:
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1
     assert "TEMP_FILE_MAX_AGE" in done.stderr
+
+
+def test_special_files_are_left_alone_and_never_block(base: Path, run: _Runner) -> None:
+    fifo = base / "fifo"
+    os.mkfifo(fifo)  # opening it to read or overwrite would block the pass forever
+    _age(fifo, 2 * HOUR)
+    old = _make(base / "old", 2 * HOUR)
+    result = run("clean", "--base-dir", base)
+    assert result.code == 0
+    assert fifo.is_fifo()
+    assert not Path(old).exists()
+    assert _lines_naming(result, fifo) == []
+
+
+def _clean_on_a_terminal(base: Path, *flags: str) -> str:
+    """Run `clean` with stderr on a pseudo-terminal; return what the terminal showed."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != CONFIG_PATH_ENV}
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tempwatch", "clean", "--base-dir", str(base), *flags],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            cwd=REPO,
+            env=env,
+            timeout=50,
+        )
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if follower != -1:
+            os.close(follower)
+        os.close(leader)
+    assert done.returncode == 0
+    return shown.decode(errors="replace")
+
+
+def test_progress_shows_on_a_terminal_unless_quiet(base: Path) -> None:
+    for i in range(2000):
+        _make(base / f"a{i}", 2 * HOUR, size_bytes=1)
+    shown = _clean_on_a_terminal(base)
+    assert "\r" in shown and "removed" in shown, f"no progress on a terminal: {shown!r}"
+    assert os.listdir(base) == []
+    for i in range(2000):
+        _make(base / f"b{i}", 2 * HOUR, size_bytes=1)
+    assert _clean_on_a_terminal(base, "--quiet") == ""
+    assert os.listdir(base) == []
 
 
 @pytest.mark.parametrize("parent_exists", [True, False])

@@ -443,6 +443,83 @@ def test_a_failed_deletion_keeps_its_entry_and_is_retried(
     assert len(manager) == 0
 
 
+def test_cleanup_after_base_dir_was_removed_drops_everything(
+    base: Path, clock: FakeClock
+) -> None:
+    manager = TempFileManager(base, max_age=10, clock=clock)
+    manager.register_file(_touch(base / "f"))
+    manager.register_file(_touch(base / "sub" / "g"))
+    shutil.rmtree(base)
+    clock.now += 11
+    # Every file is already gone: nothing to count, nothing to keep, nothing to raise.
+    assert manager.cleanup() == 0
+    assert len(manager) == 0
+
+
+def test_a_parent_directory_swapped_for_a_symlink_is_not_followed(
+    base: Path, outside: Path, clock: FakeClock
+) -> None:
+    manager = TempFileManager(base, max_age=10, clock=clock)
+    manager.register_file(_touch(base / "sub" / "f"))
+    sentinel = _touch(outside / "f", b"sentinel")
+    (base / "sub").rename(base / "sub.old")
+    (base / "sub").symlink_to(outside, target_is_directory=True)
+    clock.now += 11
+    assert manager.cleanup(force=True) == 0
+    assert sentinel.read_bytes() == b"sentinel"
+    assert (base / "sub.old" / "f").exists()
+
+
+def test_base_dir_swapped_for_a_symlink_is_not_followed(
+    base: Path, outside: Path, clock: FakeClock
+) -> None:
+    manager = TempFileManager(base, max_age=10, clock=clock)
+    manager.register_file(_touch(base / "f"))
+    sentinel = _touch(outside / "f", b"sentinel")
+    base.rename(base.with_name("base.old"))
+    base.symlink_to(outside, target_is_directory=True)
+    clock.now += 11
+    assert manager.cleanup(force=True) == 0
+    assert sentinel.read_bytes() == b"sentinel"
+
+
+def test_a_registered_name_swapped_for_a_symlink_leaves_the_target(
+    base: Path, outside: Path, clock: FakeClock
+) -> None:
+    manager = TempFileManager(base, max_age=10, clock=clock)
+    victim = _touch(base / "f")
+    manager.register_file(victim)
+    sentinel = _touch(outside / "sentinel", b"sentinel")
+    victim.unlink()
+    victim.symlink_to(sentinel)
+    clock.now += 11
+    manager.cleanup(force=True)
+    assert sentinel.read_bytes() == b"sentinel"
+
+
+def test_a_registered_name_swapped_for_a_hard_link_is_not_overwritten(
+    base: Path, outside: Path, clock: FakeClock
+) -> None:
+    manager = TempFileManager(base, max_age=10, secure_delete=True, clock=clock)
+    victim = _touch(base / "f")
+    manager.register_file(victim)
+    sentinel = _touch(outside / "sentinel", b"sentinel")
+    victim.unlink()
+    os.link(sentinel, victim)
+    clock.now += 11
+    manager.cleanup(force=True)
+    assert sentinel.read_bytes() == b"sentinel"
+
+
+def test_secure_delete_removes_registered_files(base: Path, clock: FakeClock) -> None:
+    manager = TempFileManager(base, max_age=10, secure_delete=True, clock=clock)
+    path = _touch(base / "f", b"secret" * 100)
+    manager.register_file(path)
+    clock.now += 11
+    assert manager.cleanup() == 1
+    assert not path.exists()
+
+
 # -- threads ------------------------------------------------------------------------------
 
 THREADS = 8
