@@ -96,9 +96,10 @@ def execute_plan(
         )
         if listener is not None:
             listener.on_skipped_open(decision)
-    for decision in plan.deletions:
-        expected = FileId(dev, decision.ino) if decision.ino and dev else None
-        result = deleter.delete(decision.path, expected=expected)
+    items = (
+        (d.path, FileId(dev, d.ino) if d.ino and dev else None) for d in plan.deletions
+    )
+    for decision, result in zip(plan.deletions, deleter.delete_many(items), strict=True):
         _record(decision, result, report, registry, listener, dry_run)
     return report
 
