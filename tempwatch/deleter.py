@@ -289,6 +289,13 @@ class Deleter:
 
     def _split(self, path: PathArg) -> tuple[str, list[str] | None]:
         """Absolute path and its components below base_dir, or None if not strictly below."""
+        if isinstance(path, str) and path.startswith(self._prefix):
+            rest = path[len(self._prefix) :]
+            # Already absolute and below base_dir; with no "." component nor empty one it is
+            # also normalised, which is what the callers' paths (from scans, events) are.
+            if rest and "//" not in rest and "/." not in rest and not rest.startswith("."):
+                if not rest.endswith("/"):
+                    return path, rest.split(os.sep)
         # fsdecode uses surrogateescape, so non-UTF-8 names round-trip to the same bytes.
         abs_path = os.path.abspath(os.fsdecode(path))
         if abs_path.startswith("//"):

@@ -147,6 +147,8 @@ def format_size(n: int) -> str:
     """A byte count for people, in binary units with at most two decimals: "512 B", "1.5 MiB"."""
     if n < 0:
         return "-" + format_size(-n)
+    if n < 1024:
+        return f"{n} B"  # the common case in a temp dir, kept cheap for per-file lines
     power = 0
     while power < len(_BINARY_NAMES) - 1 and n >= 1024 ** (power + 1):
         power += 1
@@ -188,8 +190,14 @@ def format_duration(seconds: float) -> str:
 
 
 def format_age(seconds: float) -> str:
-    """An age for people: whole seconds from ten seconds on ("2h0m5s" -> "2h5s")."""
-    return format_duration(round(seconds) if seconds >= 10 else round(seconds, 1))
+    """An age for people, whole seconds from ten seconds on: "4.2s", "1h2m5s", "3d"."""
+    if seconds < 10:
+        return f"{seconds:.1f}s" if seconds >= 0 else "-" + format_age(-seconds)
+    days, rest = divmod(round(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s"))
+    return "".join(f"{count}{unit}" for count, unit in parts if count)
 
 
 _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
