@@ -29,26 +29,23 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeAlias
 
+from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id, has_entries, zero_data
+
 __all__ = [
-    "DIR_OPEN_FLAGS",
     "DeleteResult",
     "Deleter",
     "FileId",
     "Outcome",
     "PathArg",
-    "fd_mount_id",
 ]
 
 PathArg: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
 """A path as str, bytes (any name, UTF-8 or not) or a path-like object."""
 
-DIR_OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-"""Flags for opening a directory component: never through a symlink, never a non-directory."""
 
 # O_NONBLOCK and O_NOCTTY: if a FIFO or terminal is swapped in after the lstat, the open must
 # neither hang waiting for a reader nor acquire a controlling terminal; fstat then rejects it.
 _WRITE_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
-_CHUNK_BYTES = 1 << 20
 _FILE_TYPES = (stat.S_IFREG, stat.S_IFLNK)
 
 
@@ -98,27 +95,6 @@ class _Refused(Exception):
         super().__init__(outcome.value)
         self.outcome = outcome
         self.error = error
-
-
-def fd_mount_id(fd: int) -> int | None:
-    """The id of the mount `fd` lives on (Linux /proc/self/fdinfo), or None if unavailable.
-
-    st_dev alone cannot tell a bind mount of the same filesystem from a plain directory.
-    """
-    try:
-        info_fd = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        data = os.read(info_fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(info_fd)
-    for line in data.splitlines():
-        if line.startswith(b"mnt_id:"):
-            return int(line[7:])
-    return None
 
 
 def _reason(e: OSError) -> str:
@@ -385,7 +361,7 @@ class Deleter:
                 raise _Refused(Outcome.OTHER_FS)  # a file bind-mounted over the name
             if st.st_nlink != 1:
                 return  # a hard link appeared since the lstat: its data is not ours to destroy
-            _zero_data(fd, st.st_size)
+            zero_data(fd, st.st_size)
             os.fsync(fd)
         except OSError as e:
             raise _refusal(e) from e
@@ -406,7 +382,7 @@ class Deleter:
                 raise _Refused(Outcome.OTHER_FS)
             if st.st_mtime > newest_mtime:
                 raise _Refused(Outcome.TOO_RECENT)
-            if self.dry_run and _has_entries(fd):
+            if self.dry_run and has_entries(fd):
                 raise _Refused(Outcome.NOT_EMPTY)
         except OSError as e:
             raise _refusal(e) from e
@@ -448,30 +424,3 @@ def _enter(base: _Base, parent_fd: int, name: str) -> int:
     finally:
         os.close(parent_fd)
     return fd
-
-
-def _zero_data(fd: int, size_bytes: int) -> None:
-    """Overwrite [0, size_bytes) with zeros, skipping holes so sparse files stay sparse."""
-    zeros = memoryview(bytes(min(_CHUNK_BYTES, size_bytes)))
-    offset = 0
-    while offset < size_bytes:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-            end = min(os.lseek(fd, start, os.SEEK_HOLE), size_bytes)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                return  # only a hole remains
-            if e.errno != errno.EINVAL:
-                raise
-            start, end = offset, size_bytes  # no SEEK_DATA support: the whole range is data
-        while start < end:
-            written = os.pwrite(fd, zeros[: min(_CHUNK_BYTES, end - start)], start)
-            if written <= 0:
-                raise OSError(errno.EIO, "short write while overwriting")
-            start += written
-        offset = end
-
-
-def _has_entries(dir_fd: int) -> bool:
-    with os.scandir(dir_fd) as it:
-        return next(it, None) is not None

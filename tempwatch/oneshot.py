@@ -15,14 +15,13 @@ from tempwatch.cleaner import CleanupListener, PassReport, run_pass
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.errors import TempwatchError
+from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry
 from tempwatch.scan import ScanResult, scan_tree
 
 __all__ = ["LOCK_FILE_NAME", "DiskState", "clean_once", "limits_of", "own_files", "read_disk"]
-
-LOCK_FILE_NAME = ".tempwatch.lock"
 
 
 @dataclass(slots=True)

@@ -20,7 +20,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from tempwatch.deleter import DIR_OPEN_FLAGS, FileId, fd_mount_id
+from tempwatch.deleter import FileId
+from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id
 
 __all__ = ["DirInfo", "FileInfo", "ScanResult", "is_excluded", "scan_tree"]
 
