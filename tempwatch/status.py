@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
 
 from tempwatch.config import Config
+from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.oneshot import limits_of, read_disk
 from tempwatch.policy import plan_pass
 from tempwatch.units import format_age, format_size, printable
 
-__all__ = ["AgeBucket", "StatusReport", "gather_status", "render_text"]
+__all__ = ["AgeBucket", "StatusReport", "gather_status", "render_text", "running_service"]
 
 # Upper bounds of the age histogram's buckets, in seconds.
 _BUCKETS: tuple[tuple[str, float], ...] = (
@@ -51,6 +57,8 @@ class StatusReport:
     would_remove_bytes: int = 0
     skipped_open: int = 0
     scan_errors: int = 0
+    service_pid: int | None = None  # the running service, if one holds the lock
+    service: dict[str, object] | None = None  # its /healthz answer, when metrics are on
 
     def to_json(self) -> str:
         """The report as one JSON object."""
@@ -72,6 +80,7 @@ def gather_status(
         buckets[index].size_bytes += entry.size_bytes
     plan = plan_pass(entries, now=now, limits=limits_of(config), open_paths=open_paths)
     oldest = entries[0] if entries else None
+    pid, health = running_service(config)
     return StatusReport(
         base_dir=str(config.watch.base_dir),
         files=len(entries),
@@ -83,7 +92,50 @@ def gather_status(
         would_remove_bytes=sum(d.size_bytes for d in plan.deletions),
         skipped_open=len(plan.skipped_open),
         scan_errors=len(state.scan.errors),
+        service_pid=pid,
+        service=health,
     )
+
+
+def running_service(config: Config) -> tuple[int | None, dict[str, object] | None]:
+    """The pid of the service holding base_dir's lock, and its /healthz answer if it serves one.
+
+    The health endpoint is the service's own account (registry size, last pass, observer);
+    without metrics, only the pid is known.
+    """
+    pid = _lock_holder(os.path.join(config.watch.base_dir, LOCK_FILE_NAME))
+    if pid is None or not config.metrics.enabled:
+        return pid, None
+    host = config.metrics.address
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{config.metrics.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            body = json.loads(answer.read())
+    except urllib.error.HTTPError as e:  # 503: unhealthy, and the body says why
+        body = json.loads(e.read() or b"{}")
+    except (OSError, ValueError):
+        return pid, None
+    return pid, body if isinstance(body, dict) else None
+
+
+def _lock_holder(path: str) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            text = os.read(fd, 64).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else 0
+        return None  # nobody holds it: a file left by a killed service
+    finally:
+        os.close(fd)
 
 
 def render_text(report: StatusReport) -> str:
@@ -116,4 +168,19 @@ def render_text(report: StatusReport) -> str:
         lines.append(f"{report.skipped_open} files that would go are open and would be kept")
     if report.scan_errors:
         lines.append(f"{report.scan_errors} entries could not be read")
+    lines.append("")
+    lines.extend(_service_lines(report))
     return "\n".join(lines)
+
+
+def _service_lines(report: StatusReport) -> list[str]:
+    if report.service_pid is None:
+        return ["service: not running"]
+    lines = [f"service: running (pid {report.service_pid or 'unknown'})"]
+    health = report.service
+    if health is None:
+        lines.append("  enable [metrics] to see its own figures here (from /healthz)")
+        return lines
+    keys = ("status", "active_files", "observer_alive", "last_pass_at", "reasons")
+    lines.extend(f"  {key}: {health[key]}" for key in keys if key in health)
+    return lines

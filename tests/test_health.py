@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tempwatch.health import DEFAULT_GRACE_SECONDS, Health, assess, is_pass_overdue
+from tempwatch.config import CleanupConfig, Config, WatchConfig
+from tempwatch.health import (
+    DEFAULT_GRACE_SECONDS,
+    Health,
+    assess,
+    assess_service,
+    is_pass_overdue,
+)
 from tempwatch.metrics import Metrics, MetricsServer
 
 NOW = 1_700_000_000.0
@@ -118,6 +125,41 @@ def test_overdue_means_two_intervals_plus_grace(
 def test_no_pass_yet_reports_null() -> None:
     body = judge(last_pass_at=None, started_at=NOW - 1).body
     assert body["last_pass_at"] is None and body["seconds_since_last_pass"] is None
+
+
+@dataclass
+class Stats:
+    """The fields of Service.stats that health reads."""
+
+    started_at: float = NOW - 100
+    registered_files: int = 5
+    observer_alive: bool = True
+    last_pass_at: float | None = NOW - 1
+    pinned_files: int = 0
+
+
+def test_assess_service_reads_the_stats_and_the_config_in_force(tmp_path: Path) -> None:
+    config = Config(
+        watch=WatchConfig(base_dir=tmp_path),
+        cleanup=CleanupConfig(max_age_seconds=90.0, interval_seconds=10.0),
+    )
+    health = assess_service(Stats(), config, now=NOW, base_dir_exists=True)
+    assert health.status == "healthy"
+    assert health.body["base_dir"] == str(tmp_path)
+    assert health.body["max_age"] == 90.0
+    assert health.body["active_files"] == 5
+    assert assess_service(Stats(pinned_files=2), config, now=NOW, base_dir_exists=True).status == (
+        "degraded"
+    )
+    # The interval comes from the config: 2 x 10 s + 30 s of grace.
+    late = Stats(last_pass_at=NOW - 51)
+    assert assess_service(late, config, now=NOW, base_dir_exists=True).status == "degraded"
+    assert assess_service(Stats(last_pass_at=NOW - 49), config, now=NOW,
+                          base_dir_exists=True).status == "healthy"
+    dead = assess_service(Stats(observer_alive=False), config, now=NOW, base_dir_exists=True)
+    assert dead.http_status == 503
+    gone = assess_service(Stats(), config, now=NOW, base_dir_exists=False)
+    assert gone.http_status == 503
 
 
 @dataclass

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -99,13 +100,15 @@ def test_counters_move_with_the_listener_events(served: tuple[Metrics, MetricsSe
     assert value(after, "tempwatch_observer_restarts_total") == 1
 
 
-def test_every_reason_is_exported_before_any_deletion(
+def test_every_reason_and_common_errors_are_exported_at_zero(
     served: tuple[Metrics, MetricsServer],
 ) -> None:
     # A rate() over a series that appears only at the first deletion misses that deletion.
     samples = scrape(served[1].url)
     for reason in ("expired", "oversize", "over_count", "over_quota", "forced"):
         assert value(samples, "temp_files_cleaned_total", reason=reason) == 0
+    for error in ("EPERM", "EACCES", "EBUSY", "EROFS", "EIO", "other"):
+        assert value(samples, "temp_files_cleanup_errors_total", error=error) == 0
 
 
 def test_age_is_observed_at_deletion_and_duration_per_pass(
@@ -127,29 +130,54 @@ def test_age_is_observed_at_deletion_and_duration_per_pass(
     assert value(samples, "temp_file_cleanup_duration_seconds_bucket", le="0.05") == 1
 
 
-def test_state_gauges_are_read_when_scraped() -> None:
-    counts = {"files": 3, "bytes": 300, "pinned": 0}
-    observer = ["inotify"]
-    metrics = Metrics(
-        active_files=lambda: counts["files"],
-        total_bytes=lambda: counts["bytes"],
-        pinned_bytes=lambda: counts["pinned"],
-        observer=lambda: observer[0],
-    )
+@dataclass
+class Figures:
+    """A stand-in for Service.stats that the test changes between scrapes."""
+
+    registered_files: int = 0
+    registered_bytes: int = 0
+    registered_total: int = 0
+    overflows: int = 0
+    rescans: int = 0
+    observer_restarts: int = 0
+    observer_kind: str | None = None
+    pinned_bytes: int = 0
+
+
+def test_service_figures_are_read_when_scraped() -> None:
+    figures = Figures(registered_files=3, registered_bytes=300, observer_kind="inotify")
+    metrics = Metrics(source=lambda: figures)
     with MetricsServer(metrics, port=0) as server:
         first = scrape(server.url)
-        counts.update(files=7, bytes=9000, pinned=512)
-        observer[0] = "polling"
+        figures = Figures(
+            registered_files=7, registered_bytes=9000, registered_total=12, overflows=2,
+            rescans=3, observer_restarts=1, observer_kind="polling", pinned_bytes=512,
+        )
         second = scrape(server.url)
     assert value(first, "temp_files_active") == 3
     assert value(first, "temp_files_bytes") == 300
     assert value(first, "tempwatch_pinned_bytes") == 0
+    assert value(first, "temp_files_registered_total") == 0
     assert value(second, "temp_files_active") == 7
     assert value(second, "temp_files_bytes") == 9000
     assert value(second, "tempwatch_pinned_bytes") == 512
+    assert value(second, "temp_files_registered_total") == 12
+    assert value(second, "tempwatch_inotify_overflows_total") == 2
+    assert value(second, "tempwatch_rescans_total") == 3
+    assert value(second, "tempwatch_observer_restarts_total") == 1
     build = {"version": tempwatch.__version__, "python": platform.python_version()}
     assert value(first, "tempwatch_build_info", **build, observer="inotify") == 1
     assert value(second, "tempwatch_build_info", **build, observer="polling") == 1
+
+
+def test_pushed_events_add_to_the_service_figures() -> None:
+    metrics = Metrics(source=lambda: Figures(registered_total=10, rescans=1))
+    metrics.on_registered(2)
+    metrics.on_rescan()
+    with MetricsServer(metrics, port=0) as server:
+        samples = scrape(server.url)
+    assert value(samples, "temp_files_registered_total") == 12
+    assert value(samples, "tempwatch_rescans_total") == 2
 
 
 def test_pinned_bytes_default_to_the_last_pass_report(
@@ -162,17 +190,16 @@ def test_pinned_bytes_default_to_the_last_pass_report(
     assert value(scrape(server.url), "tempwatch_pinned_bytes") == 0
 
 
-def test_a_failing_gauge_source_does_not_break_the_scrape() -> None:
-    def broken() -> int:
-        raise RuntimeError("registry gone")
+def test_a_failing_source_does_not_break_the_scrape() -> None:
+    def broken() -> Figures:
+        raise RuntimeError("service gone")
 
-    metrics = Metrics(active_files=broken, total_bytes=lambda: 42)
-    metrics.on_registered()
+    metrics = Metrics(source=broken)
+    metrics.on_deleted(decision(), deleted())
     with MetricsServer(metrics, port=0) as server:
         samples = scrape(server.url)
     assert ("temp_files_active", frozenset()) not in samples
-    assert value(samples, "temp_files_bytes") == 42
-    assert value(samples, "temp_files_registered_total") == 1
+    assert value(samples, "temp_files_cleaned_total", reason="expired") == 1
 
 
 def test_each_instance_has_its_own_registry() -> None:
@@ -226,7 +253,11 @@ def test_a_real_pass_feeds_the_metrics(tmp_path: Path) -> None:
     now = time.time()
     registry.add(str(old), now - 120, 100, old.stat().st_ino)
     registry.add(str(stuck), now - 90, 50, stuck.stat().st_ino)
-    metrics = Metrics(active_files=lambda: len(registry), total_bytes=lambda: registry.total_bytes)
+    metrics = Metrics(
+        source=lambda: Figures(
+            registered_files=len(registry), registered_bytes=registry.total_bytes
+        )
+    )
     _set_immutable(locked_dir, True)  # even root cannot unlink in it: EPERM
     try:
         report = run_pass(
