@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "scripts" / "bench"
 ALL_BENCHMARKS = {"1", "2", "3", "4", "5", "6", "7"}
+
+sys.path.insert(0, str(REPO / "scripts"))
+from bench_lib.procs import BenchChild  # noqa: E402  (scripts/ is not a package root)
+from support import wait_for  # noqa: E402
 
 
 @pytest.fixture
@@ -85,3 +91,27 @@ def test_quick_bench_reports_every_benchmark(tmp_path: Path, workdir: Path) -> N
     assert _snapshot(REPO / "bench-results") == repo_results
     assert list(workdir.iterdir()) == []
     assert _processes_mentioning(str(workdir)) == []
+
+
+def _is_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_child_that_will_not_stop_is_killed_with_everything_it_forked(tmp_path: Path) -> None:
+    # The holders child forks processes that hold files open. Stopping the whole group
+    # (SIGSTOP) means none can exit on its own when its stdin closes: only the kill of the
+    # process group on close can end them, as it must when a benchmark fails part way.
+    with pytest.raises(RuntimeError, match="benchmark failed"):
+        with BenchChild("holders", {"dir": str(tmp_path), "procs": 3, "files_each": 2}) as child:
+            forked = child.ready["pids"]
+            assert len(forked) == 3 and child.ready["ready"]
+            os.killpg(child.pid, signal.SIGSTOP)
+            child_pid = child.pid
+            raise RuntimeError("benchmark failed")
+    assert child.proc.returncode == -signal.SIGKILL
+    assert _is_gone(child_pid)
+    for pid in forked:  # SIGKILL is delivered at once, but dying takes the kernel a moment
+        wait_for(lambda pid=pid: _is_gone(pid), timeout=5, message=f"holder {pid} to die")

@@ -18,8 +18,8 @@ from loguru import logger
 from support import hold_open, wait_for
 
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
-from tempwatch.errors import AlreadyRunningError
-from tempwatch.instance import LOCK_FILE_NAME
+from tempwatch.errors import AlreadyRunningError, TempwatchError
+from tempwatch.instance import LOCK_FILE_NAME, InstanceLock
 from tempwatch.openfiles import OpenFiles, sweep_open_files
 from tempwatch.service import Service
 
@@ -217,18 +217,26 @@ def test_burst_larger_than_the_inotify_queue_ends_exact(base: Path) -> None:
     finally:
         MAX_QUEUED_EVENTS.write_text(saved)
     try:
+        # Create (and delete some) until the overflow is seen: how soon depends on the load.
+        stop_marker = base.parent / "stop-burst"
         code = (
             "import os, sys\n"
-            "d = sys.argv[1]\n"
-            "for i in range(20000):\n"
+            "d, stop = sys.argv[1], sys.argv[2]\n"
+            "for i in range(200000):\n"
+            "    if i % 500 == 0 and os.path.exists(stop):\n"
+            "        break\n"
             "    sub = os.path.join(d, f'd{i % 50}')\n"
             "    os.makedirs(sub, exist_ok=True)\n"
             "    os.close(os.open(os.path.join(sub, f'f{i}'), os.O_CREAT | os.O_WRONLY, 0o600))\n"
             "    if i % 7 == 0:\n"
             "        os.unlink(os.path.join(sub, f'f{i}'))\n"
         )
-        subprocess.run([sys.executable, "-c", code, str(base)], check=True)
-        wait_for(lambda: service.stats.overflows > 0, message="overflow noticed")
+        writer = subprocess.Popen([sys.executable, "-c", code, str(base), str(stop_marker)])
+        try:
+            wait_for(lambda: service.stats.overflows > 0, timeout=30, message="overflow noticed")
+        finally:
+            stop_marker.write_bytes(b"")
+            writer.wait(timeout=30)
         on_disk = files_in(base)
         wait_for(lambda: set(service.registry.times()) == on_disk, timeout=30,
                  message="registry equal to the directory")
@@ -321,3 +329,29 @@ def test_missing_base_dir_is_created_private(tmp_path: Path) -> None:
         assert base.stat().st_mode & 0o777 == 0o700
         (base / "f").write_bytes(b"")
         wait_for(lambda: str(base / "f") in service.registry, message="registered")
+
+
+def test_lock_file_planted_as_symlink_is_refused(base: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    os.symlink(victim, base / LOCK_FILE_NAME)
+    with pytest.raises(TempwatchError, match="symlink"):
+        InstanceLock(base).acquire()
+    assert victim.read_text() == "precious"
+
+
+def test_lock_file_with_another_hard_link_is_refused(base: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    os.link(victim, base / LOCK_FILE_NAME)
+    with pytest.raises(TempwatchError, match="hard links"):
+        InstanceLock(base).acquire()
+    assert victim.read_text() == "precious"
+
+
+def test_stale_lock_file_of_a_dead_process_is_taken_over(base: Path) -> None:
+    (base / LOCK_FILE_NAME).write_text("999999\n")
+    with InstanceLock(base) as lock:
+        assert lock.is_held
+        assert (base / LOCK_FILE_NAME).read_text() == f"{os.getpid()}\n"
+    assert not (base / LOCK_FILE_NAME).exists()

@@ -175,7 +175,8 @@ def test_chmod_and_touch_neither_reregister_nor_reset_age(base: Path) -> None:
     with watching(base, clock=Clock()) as (_, registry):
         path = base / "a.tmp"
         path.write_bytes(b"x")
-        wait_for(registered(registry, path), message="registered")
+        wait_for(lambda: (e := registry.get(str(path))) is not None and e.size_bytes == 1,
+                 message="registered and closed")
         before = registry.get(str(path))
         path.chmod(0o600)
         os.utime(path, (1, 1))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import stat
 import sys
@@ -276,6 +277,8 @@ _ROLES = {"reader": _reader, "startup": _startup, "memory": _memory, "holders": 
 def main(argv: list[str]) -> int:
     """Run ROLE with its JSON arguments; report an exception as {"error": ...}."""
     role, args = argv[0], json.loads(argv[1])
+    # watchdog warns through stdlib logging; without a handler those land on our stderr.
+    logging.getLogger("watchdog").addHandler(logging.NullHandler())
     try:
         _ROLES[role](args)
     except Exception as e:

@@ -105,7 +105,7 @@ class BenchChild:
             raise ChildError(f"child {self.pid}: {answer['error']}")
         return answer
 
-    def close(self, timeout_seconds: float = 10.0) -> None:
+    def close(self, timeout_seconds: float = 5.0) -> None:
         """Ask the child to stop; kill its process group if it does not within the timeout."""
         proc = self.proc
         try:

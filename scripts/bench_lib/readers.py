@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = ["READERS", "Reader", "open_reader"]
@@ -120,7 +121,7 @@ class _InotifyReader:
     """inotify_simple on one directory, IN_CREATE only, read in a tight loop."""
 
     def __init__(self, directory: str) -> None:
-        from inotify_simple import INotify, flags
+        from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
         self._create = int(flags.CREATE)
         self._overflow = int(flags.Q_OVERFLOW)
@@ -157,9 +158,13 @@ class _InotifyReader:
         self._inotify.close()
 
 
-READERS = {"tempwatch": _TempwatchReader, "watchdog": _WatchdogReader, "inotify": _InotifyReader}
+READERS: dict[str, Callable[[str], Reader]] = {
+    "tempwatch": _TempwatchReader,
+    "watchdog": _WatchdogReader,
+    "inotify": _InotifyReader,
+}
 
 
 def open_reader(kind: str, directory: str) -> Reader:
     """Start the reader `kind` on `directory`."""
-    return READERS[kind](directory)  # type: ignore[abstract]
+    return READERS[kind](directory)

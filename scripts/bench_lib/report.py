@@ -218,7 +218,9 @@ def _fmt(value: float | None) -> str:
 
 
 def _ratio_text(ratio: float | None) -> str:
-    return "–" if ratio is None else f"{ratio:.2f}×"
+    if ratio is None:
+        return "–"
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.2g}×"
 
 
 def _rows(result: BenchResult) -> list[str]:
