@@ -8,6 +8,11 @@ the reason is logged on one line.
 
 The handlers only record the signal and wake the main loop: logging, reloading and
 stopping happen on the main thread outside the handler, where taking locks is safe.
+
+With `metrics.enabled`, the service's metrics and /healthz are served while it runs. Under
+systemd (NOTIFY_SOCKET) it reports READY=1 once the files present at start are registered,
+WATCHDOG=1 pings while every service thread and the observer are alive (so systemd
+restarts a service whose observer could not be revived), and STOPPING=1.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from types import FrameType
 
 from loguru import logger
 
 from tempwatch.config import Config
-from tempwatch.errors import AlreadyRunningError, ConfigError
+from tempwatch.errors import AlreadyRunningError, ConfigError, TempwatchError
+from tempwatch.health import Health, assess_service
+from tempwatch.sdnotify import Notifier
 from tempwatch.service import Service
 
 __all__ = ["run_daemon"]
@@ -100,7 +109,9 @@ def _serve(
     load_config: Callable[[], Config],
     configure_logging: Callable[[Config], None],
 ) -> int:
-    with Service(config) as service:
+    notifier = Notifier()
+    with ExitStack() as stack:
+        service = _start(config, stack)
         stats = service.stats
         logger.bind(
             event="started", path=str(config.watch.base_dir), observer=stats.observer_kind,
@@ -109,17 +120,47 @@ def _serve(
             "watching {} ({}), {} files registered",
             config.watch.base_dir, stats.observer_kind, stats.registered_files,
         )
+        notifier.ready(f"watching {config.watch.base_dir}")
+        ping_seconds = notifier.ping_interval_seconds
         while signals.stop_signal is None:
-            signals.wake.wait(_IDLE_WAKE_SECONDS)
+            signals.wake.wait(ping_seconds or _IDLE_WAKE_SECONDS)
             signals.wake.clear()
+            if ping_seconds is not None and service.is_working:
+                notifier.ping()  # every thread turns and the observer lives
             if signals.reload_requested and signals.stop_signal is None:
                 signals.reload_requested = False
                 _reload(service, load_config, configure_logging)
         name = signal.Signals(signals.stop_signal).name
+        notifier.stopping(f"{name}: stopping")
         logger.bind(event="stopping", signal=name).info("{}: stopping", name)
     logger.bind(event="stopped").info("stopped")
     logger.complete()
     return 0
+
+
+def _start(config: Config, stack: ExitStack) -> Service:
+    """The service, and its metrics and /healthz endpoint when enabled, on `stack`."""
+    if not config.metrics.enabled:
+        return stack.enter_context(Service(config))
+    from tempwatch.metrics import Metrics, MetricsServer  # prometheus_client only when used
+
+    started: list[Service] = []
+    metrics = Metrics(source=lambda: started[0].stats)
+    service = stack.enter_context(Service(config, listener=metrics))
+    started.append(service)
+
+    def health() -> Health:
+        return assess_service(
+            service.stats, service.config, now=time.time(),
+            base_dir_exists=os.path.isdir(service.config.watch.base_dir),
+        )
+
+    stack.enter_context(
+        MetricsServer(
+            metrics, address=config.metrics.address, port=config.metrics.port, health=health
+        )
+    )
+    return service
 
 
 def _reload(
@@ -141,4 +182,8 @@ def _reload(
             "reload failed, keeping the old config: logging: {}", e
         )
         return
-    service.reload(new)
+    try:
+        service.reload(new)
+    except TempwatchError as e:
+        configure_logging(old)
+        logger.bind(event="reload-failed").error("reload failed, keeping the old config: {}", e)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from loguru import logger
 
 from tempwatch.cleaner import CleanupListener, PassReport, run_pass
 from tempwatch.config import Config
@@ -19,9 +21,17 @@ from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry
-from tempwatch.scan import ScanResult, scan_tree
+from tempwatch.scan import DirInfo, ScanResult, scan_tree
 
-__all__ = ["LOCK_FILE_NAME", "DiskState", "clean_once", "limits_of", "own_files", "read_disk"]
+__all__ = [
+    "DiskState",
+    "clean_once",
+    "deleter_for",
+    "limits_of",
+    "own_files",
+    "read_disk",
+    "remove_empty_dirs",
+]
 
 
 @dataclass(slots=True)
@@ -81,12 +91,7 @@ def clean_once(
     """Scan, decide and delete once. Returns what was done and what was found."""
     state = read_disk(config)
     cleanup = config.cleanup
-    deleter = Deleter(
-        config.watch.base_dir,
-        secure_delete=cleanup.secure_delete,
-        owner_uid=os.geteuid() if cleanup.owner_check else None,
-        dry_run=cleanup.dry_run,
-    )
+    deleter = deleter_for(config)
     open_paths = (
         LazyOpenFiles(str(config.watch.base_dir), sweep)
         if cleanup.skip_open_files
@@ -102,7 +107,33 @@ def clean_once(
         dry_run=cleanup.dry_run,
     )
     if cleanup.remove_empty_dirs and not cleanup.dry_run:
-        now = clock()
-        for directory in state.scan.dirs:
-            deleter.remove_empty_dir(directory.path, cleanup.max_age_seconds, now)
+        remove_empty_dirs(deleter, state.scan.dirs, cleanup.max_age_seconds, clock())
     return report, state
+
+
+def deleter_for(config: Config) -> Deleter:
+    """The deleter the configuration asks for."""
+    cleanup = config.cleanup
+    return Deleter(
+        config.watch.base_dir,
+        secure_delete=cleanup.secure_delete,
+        owner_uid=os.geteuid() if cleanup.owner_check else None,
+        dry_run=cleanup.dry_run,
+    )
+
+
+def remove_empty_dirs(
+    deleter: Deleter, dirs: Iterable[DirInfo], max_age_seconds: float, now: float
+) -> int:
+    """Remove the empty directories older than max_age, deepest first; return how many."""
+    removed = 0
+    for directory in dirs:
+        if not directory.is_empty:
+            continue
+        result = deleter.remove_empty_dir(directory.path, max_age_seconds, now)
+        if result.ok:
+            removed += 1
+            logger.info(
+                "removed empty directory {path}", event="deleted-dir", path=directory.path
+            )
+    return removed

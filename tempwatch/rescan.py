@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Collection, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
-from tempwatch.registry import Entry, Registry
-from tempwatch.scan import FileInfo, ScanResult
+from loguru import logger
 
-__all__ = ["CHUNK_SIZE", "ReconcileResult", "reconcile"]
+from tempwatch.registry import Entry, Registry
+from tempwatch.scan import FileInfo, ScanResult, scan_tree
+
+__all__ = ["CHUNK_SIZE", "ROUTINE_REASONS", "ReconcileResult", "reconcile", "rescan"]
+
+ROUTINE_REASONS = frozenset({"start", "periodic"})
+"""Rescans that are expected; only unexpected ones, or ones that found changes, warn."""
 
 CHUNK_SIZE = 1000
 """Discrepancies verified per hold of the registry lock."""
@@ -50,12 +56,14 @@ def reconcile(
     lstat: Callable[[str], os.stat_result] = os.lstat,
     skip_paths: Collection[str] = (),
     chunk_size: int = CHUNK_SIZE,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ReconcileResult:
     """Make `registry` equal to the regular files of `scan`, as confirmed by `lstat` now.
 
     Symlinks and `skip_paths` (the service's own files) are never registered. Directories
     the scan could not read lose no entries: every entry missing from the scan is dropped
-    only if lstat says its file is gone.
+    only if lstat says its file is gone. `should_stop` is asked between chunks; when it
+    answers True the work done so far is kept and the rest is left for the next rescan.
     """
     skip = frozenset(skip_paths)
     on_disk: dict[str, FileInfo] = {
@@ -63,13 +71,17 @@ def reconcile(
         for info in scan.files
         if not info.is_symlink and os.fspath(info.path) not in skip
     }
-    # Snapshot after the scan: whatever the handler did meanwhile is in it or is rechecked.
+    # Compared without the lock (each lookup is atomic): every discrepancy is rechecked under
+    # it, and whatever the handler does meanwhile is either seen or rechecked.
+    get = registry.get
+    suspects = [path for path, info in on_disk.items() if _differs(get(path), info)]
     with registry.lock:
-        registered = dict(registry.oldest_first())
-    suspects = [path for path, info in on_disk.items() if _differs(registered.get(path), info)]
+        registered = registry.times()  # a copy: taken after the scan
     suspects.extend(path for path in registered if path not in on_disk)
     added = removed = resized = 0
     for chunk in _chunks(suspects, chunk_size):
+        if should_stop is not None and should_stop():
+            break
         with registry.lock:
             for path in chunk:
                 outcome = _verify(registry, path, lstat, skip)
@@ -77,6 +89,42 @@ def reconcile(
                 removed += outcome == "removed"
                 resized += outcome == "resized"
     return ReconcileResult(added, removed, resized)
+
+
+def rescan(
+    registry: Registry,
+    base_dir: str,
+    *,
+    reason: str,
+    recursive: bool = True,
+    exclude: Sequence[str] = (),
+    skip_paths: Collection[str] = (),
+    should_stop: Callable[[], bool] | None = None,
+) -> ReconcileResult:
+    """Scan `base_dir` and reconcile `registry` with it; log one line with what changed.
+
+    The line is a warning (event "rescan") unless the rescan was routine and found the
+    registry already right: changes found mean events were missed.
+    """
+    started = time.monotonic()
+    scan = scan_tree(base_dir, recursive=recursive, exclude=exclude, skip_names=skip_paths)
+    result = reconcile(registry, scan, skip_paths=skip_paths, should_stop=should_stop)
+    quiet = reason == "start" or (reason in ROUTINE_REASONS and not result.changed)
+    logger.bind(
+        event="rescan",
+        reason=reason,
+        added=result.added,
+        removed=result.removed,
+        resized=result.resized,
+        errors=len(scan.errors),
+        files=len(registry),
+        duration_seconds=round(time.monotonic() - started, 4),
+    ).log(
+        "DEBUG" if quiet else "WARNING",
+        "rescan ({}): {} added, {} removed, {} resized; {} files registered",
+        reason, result.added, result.removed, result.resized, len(registry),
+    )
+    return result
 
 
 def _differs(entry: Entry | None, info: FileInfo) -> bool:

@@ -28,22 +28,21 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from tempwatch.cleaner import CleanupListener, PassReport, execute_plan, run_eviction, run_pass
+from tempwatch.cleaner import CleanupListener, PassReport, run_pass
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
+from tempwatch.enforcer import Enforcer
 from tempwatch.errors import TempwatchError
 from tempwatch.instance import InstanceLock
-from tempwatch.oneshot import limits_of, own_files
+from tempwatch.oneshot import deleter_for, limits_of, own_files, remove_empty_dirs
 from tempwatch.openfiles import (
     NO_OPEN_FILES,
     LazyOpenFiles,
     OpenFiles,
-    OpenFileSet,
     sweep_open_files,
 )
-from tempwatch.policy import plan_pass
 from tempwatch.registry import Registry
-from tempwatch.rescan import ReconcileResult, reconcile
+from tempwatch.rescan import ReconcileResult, rescan
 from tempwatch.scan import is_excluded, scan_tree
 from tempwatch.watcher import Watcher
 
@@ -53,8 +52,8 @@ BASE_DIR_MODE = 0o700
 """Mode of a base_dir the service creates: nobody else can plant files in it."""
 
 _STOP_SECONDS = 1.5  # the whole stop, all joins together
-_MAX_BACKOFF_SECONDS = 1.0
 _RESTART_RETRY_SECONDS = 5.0
+_SETTLE_SECONDS = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +111,13 @@ class Service:
         self._wake_enforcer = threading.Event()
         self._wake_rescan = threading.Event()
         self._act_lock = threading.Lock()  # one pass or eviction deletes at a time
+        self._enforcer = Enforcer(
+            self.registry, base_dir=self._base_dir, sweep=sweep, clock=clock,
+            listener=listener, act_lock=self._act_lock,
+        )
         self._watcher_lock = threading.Lock()
-        self._oversize: set[str] = set()
-        self._oversize_lock = threading.Lock()
         self._rescan_reasons: set[str] = set()
+        self._rescan_lock = threading.Lock()
         self._started_at = 0.0
         self._registered_by_rescan = 0
         self._registered_by_old_watchers = 0
@@ -124,9 +126,6 @@ class Service:
         self._observer_restarts = 0
         self._last_pass_at: float | None = None
         self._last_pass: PassReport | None = None
-        self._pinned = (0, 0)
-        self._pinned_logged_at = float("-inf")
-        self._backoff_until = 0.0
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -153,8 +152,8 @@ class Service:
         self._instance.acquire()
         try:
             self._started_at = self._clock()
-            self._deleter = _make_deleter(self._config)
-            watcher = self._make_watcher(self._config)
+            self._deleter = deleter_for(self._config)
+            watcher = self._make_watcher(self._config, self._own)
             watcher.start()  # before the scan: nothing created meanwhile is missed
             self._watcher = watcher
             self._rescan("start")
@@ -211,9 +210,17 @@ class Service:
             observer_kind=watcher.kind if watcher is not None else None,
             last_pass_at=self._last_pass_at,
             last_pass_report=self._last_pass,
-            pinned_files=self._pinned[0],
-            pinned_bytes=self._pinned[1],
+            pinned_files=self._enforcer.pinned[0],
+            pinned_bytes=self._enforcer.pinned[1],
         )
+
+    @property
+    def is_working(self) -> bool:
+        """Every thread is running and the observer is alive: what a supervisor's watchdog
+        should hear about. A dead observer the monitor cannot restart stops the pings."""
+        watcher = self._watcher
+        threads_alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
+        return threads_alive and watcher is not None and watcher.is_alive
 
     def run_pass_now(self) -> PassReport:
         """Run one full cleanup pass now, on the calling thread."""
@@ -235,21 +242,27 @@ class Service:
                 dry_run=config.cleanup.dry_run,
             )
             if config.cleanup.remove_empty_dirs and not config.cleanup.dry_run:
-                self._remove_empty_dirs(deleter, config)
+                dirs = scan_tree(
+                    self._base_dir, recursive=config.watch.recursive, exclude=config.watch.exclude
+                ).dirs
+                remove_empty_dirs(deleter, dirs, config.cleanup.max_age_seconds, self._clock())
         self._last_pass_at = self._clock()
         self._last_pass = report
-        self._pinned = (report.pinned_files, report.pinned_bytes)
-        if report.pinned_files:
-            self._pinned_logged_at = time.monotonic()  # the pass logged it
+        self._enforcer.pass_done(report)
         return report
 
     def request_rescan(self, reason: str) -> None:
         """Ask the rescan thread to reconcile the registry with the disk soon."""
-        self._rescan_reasons.add(reason)
+        with self._rescan_lock:
+            self._rescan_reasons.add(reason)
         self._wake_rescan.set()
 
     def reload(self, config: Config) -> None:
-        """Apply a new configuration. base_dir cannot change without a restart."""
+        """Apply a new configuration. base_dir cannot change without a restart.
+
+        Raises TempwatchError, with the old configuration still in force, if a changed
+        observer setting cannot be applied.
+        """
         old = self._config
         if config.watch.base_dir != old.watch.base_dir:
             logger.bind(event="reload").warning(
@@ -259,14 +272,15 @@ class Service:
             config = dataclasses.replace(
                 config, watch=dataclasses.replace(config.watch, base_dir=old.watch.base_dir)
             )
+        own = own_files(config)
+        if _watch_settings(config) != _watch_settings(old):
+            self._replace_watcher(config, own)
+        elif self._watcher is not None:
+            self._watcher.skip_paths = own
         self._config = config
         self._limits = limits_of(config)
-        self._own = own_files(config)
-        self._deleter = _make_deleter(config)
-        if _watch_settings(config) != _watch_settings(old):
-            self._replace_watcher(config)
-        elif self._watcher is not None:
-            self._watcher.skip_paths = self._own
+        self._own = own
+        self._deleter = deleter_for(config)
         for event in (self._wake_cleanup, self._wake_enforcer, self._wake_rescan):
             event.set()  # re-wait with the new intervals, re-check the new limits
         logger.bind(event="reload").info("configuration reloaded")
@@ -274,18 +288,11 @@ class Service:
     # -- watcher callbacks (on watchdog's threads: quick, never blocking) ---------------
 
     def _on_change(self) -> None:
-        limits = self._limits
-        registry = self.registry
-        if (limits.max_files and len(registry) > limits.max_files) or (
-            limits.max_total_size_bytes and registry.total_bytes > limits.max_total_size_bytes
-        ):
+        if self._enforcer.is_over_limits(self._limits):
             self._wake_enforcer.set()
 
     def _on_closed(self, path: str, size_bytes: int) -> None:
-        limit = self._limits.max_file_size_bytes
-        if limit and size_bytes > limit:
-            with self._oversize_lock:
-                self._oversize.add(path)
+        if self._enforcer.note_closed(path, size_bytes, self._limits):
             self._wake_enforcer.set()
 
     def _on_overflow(self) -> None:
@@ -320,22 +327,26 @@ class Service:
 
     def _enforcer_loop(self) -> None:
         while self._wait(self._wake_enforcer, None) is not None:
-            delay = self._backoff_until - time.monotonic()
+            delay = self._enforcer.backoff_remaining()
             if delay > 0 and self._stopping.wait(delay):
                 return
+            config = self._config
             try:
-                self._enforce()
+                self._enforcer.enforce(config, self._limits, self._require_deleter())
             except Exception:
                 logger.opt(exception=True).bind(event="enforce-error").error(
                     "limit enforcement failed"
                 )
-                self._back_off()
+                self._enforcer.back_off(config.cleanup.interval_seconds)
 
     def _rescan_loop(self) -> None:
         interval = self._config.watch.rescan_interval_seconds
         while (woken := self._wait(self._wake_rescan, interval)) is not None:
             interval = self._config.watch.rescan_interval_seconds
-            reasons, self._rescan_reasons = self._rescan_reasons, set()
+            if woken and self._rescan_reasons and self._stopping.wait(_SETTLE_SECONDS):
+                return  # let a burst of overflows settle into one rescan
+            with self._rescan_lock:
+                reasons, self._rescan_reasons = self._rescan_reasons, set()
             if woken and not reasons:
                 continue  # a reload: wait again, with the new interval
             try:
@@ -373,114 +384,17 @@ class Service:
 
     # -- the work -----------------------------------------------------------------
 
-    def _enforce(self) -> None:
-        with self._oversize_lock:
-            oversize, self._oversize = self._oversize, set()
-        if not oversize and not self._is_over_limits():
-            return
-        config = self._config
-        deleter = self._require_deleter()
-        # One sweep, outside the registry lock: the handler must never wait on /proc.
-        open_paths: OpenFileSet = (
-            self._sweep(self._base_dir) if config.cleanup.skip_open_files else NO_OPEN_FILES
-        )
-        with self._act_lock:
-            if oversize:
-                self._delete_oversize(oversize, deleter, open_paths)
-            report = run_eviction(
-                self.registry,
-                deleter,
-                self._limits,
-                open_paths=open_paths,
-                clock=self._clock,
-                listener=self._listener,
-                dry_run=config.cleanup.dry_run,
-            )
-        self._pinned = (report.pinned_files, report.pinned_bytes)
-        if self._is_over_limits():
-            self._back_off()
-            self._log_pinned(report)
-
-    def _delete_oversize(
-        self, paths: set[str], deleter: Deleter, open_paths: OpenFileSet
-    ) -> None:
-        entries = [(p, e) for p in paths if (e := self.registry.get(p)) is not None]
-        entries.sort(key=lambda item: item[1].registered_at)
-        # Only the per-file rules: the count and quota are the eviction's business.
-        limits = dataclasses.replace(self._limits, max_files=0, max_total_size_bytes=0)
-        plan = plan_pass(entries, now=self._clock(), limits=limits, open_paths=open_paths)
-        execute_plan(
-            plan, self.registry, deleter,
-            listener=self._listener, dry_run=self._config.cleanup.dry_run,
-        )
-
-    def _is_over_limits(self) -> bool:
-        limits = self._limits
-        return bool(
-            (limits.max_files and len(self.registry) > limits.max_files)
-            or (
-                limits.max_total_size_bytes
-                and self.registry.total_bytes > limits.max_total_size_bytes
-            )
-        )
-
-    def _back_off(self) -> None:
-        seconds = min(self._config.cleanup.interval_seconds, _MAX_BACKOFF_SECONDS)
-        self._backoff_until = time.monotonic() + seconds
-
-    def _log_pinned(self, report: PassReport) -> None:
-        now = time.monotonic()
-        if not report.pinned_files:
-            return
-        if now - self._pinned_logged_at < self._config.cleanup.interval_seconds:
-            return
-        self._pinned_logged_at = now
-        logger.bind(
-            event="pinned", pinned_files=report.pinned_files, pinned_bytes=report.pinned_bytes
-        ).warning(
-            "a limit is still exceeded: {} files ({} bytes) that would go are open",
-            report.pinned_files, report.pinned_bytes,
-        )
-
     def _rescan(self, reason: str) -> ReconcileResult:
-        config = self._config
-        started = time.monotonic()
-        scan = scan_tree(
-            self._base_dir,
-            recursive=config.watch.recursive,
-            exclude=config.watch.exclude,
-            skip_names=self._own,
+        watch = self._config.watch
+        result = rescan(
+            self.registry, self._base_dir, reason=reason, recursive=watch.recursive,
+            exclude=watch.exclude, skip_paths=self._own, should_stop=self._stopping.is_set,
         )
-        result = reconcile(self.registry, scan, skip_paths=self._own)
         self._rescans += 1
         self._registered_by_rescan += result.added
-        quiet = reason in ("start", "periodic") and (reason == "start" or not result.changed)
-        logger.bind(
-            event="rescan",
-            reason=reason,
-            added=result.added,
-            removed=result.removed,
-            resized=result.resized,
-            errors=len(scan.errors),
-            files=len(self.registry),
-            duration_seconds=round(time.monotonic() - started, 4),
-        ).log(
-            "DEBUG" if quiet else "WARNING",
-            "rescan ({}): {} added, {} removed, {} resized; {} files registered",
-            reason, result.added, result.removed, result.resized, len(self.registry),
-        )
         if result.added or result.resized:
             self._on_change()
         return result
-
-    def _remove_empty_dirs(self, deleter: Deleter, config: Config) -> None:
-        scan = scan_tree(
-            self._base_dir, recursive=config.watch.recursive, exclude=config.watch.exclude
-        )
-        now = self._clock()
-        for directory in scan.dirs:  # deepest first
-            if directory.is_empty:
-                deleter.remove_empty_dir(directory.path, config.cleanup.max_age_seconds, now)
 
     # -- helpers ------------------------------------------------------------------
 
@@ -495,7 +409,7 @@ class Service:
             "created {} (mode {:o})", self._base_dir, BASE_DIR_MODE
         )
 
-    def _make_watcher(self, config: Config) -> Watcher:
+    def _make_watcher(self, config: Config, own: frozenset[str]) -> Watcher:
         watch = config.watch
         return Watcher(
             self._base_dir,
@@ -503,7 +417,7 @@ class Service:
             recursive=watch.recursive,
             observer=watch.observer,
             exclude=watch.exclude,
-            skip_paths=self._own,
+            skip_paths=own,
             clock=self._clock,
             on_change=self._on_change,
             on_closed=self._on_closed,
@@ -512,19 +426,19 @@ class Service:
             polling_interval_seconds=self._polling_interval,
         )
 
-    def _replace_watcher(self, config: Config) -> None:
+    def _replace_watcher(self, config: Config, own: frozenset[str]) -> None:
         with self._watcher_lock:
             old = self._watcher
             if old is not None:
                 old.stop()
-                self._registered_by_old_watchers += old.registered_total
-            watcher = self._make_watcher(config)
-            watcher.start()
+            watcher = self._make_watcher(config, own)
+            watcher.start()  # on failure the old one, stopped, is restarted by the monitor
             self._watcher = watcher
+            if old is not None:
+                self._registered_by_old_watchers += old.registered_total
         if config.watch.exclude:
             for path in list(self.registry.times()):
-                rel = path[len(self._base_dir) + 1 :]
-                if is_excluded(rel, config.watch.exclude):
+                if is_excluded(path[len(self._base_dir) + 1 :], config.watch.exclude):
                     self.registry.discard(path)
         self.request_rescan("watch settings changed")
 
@@ -532,16 +446,6 @@ class Service:
         if self._deleter is None:
             raise TempwatchError("the service is not started")
         return self._deleter
-
-
-def _make_deleter(config: Config) -> Deleter:
-    cleanup = config.cleanup
-    return Deleter(
-        config.watch.base_dir,
-        secure_delete=cleanup.secure_delete,
-        owner_uid=os.geteuid() if cleanup.owner_check else None,
-        dry_run=cleanup.dry_run,
-    )
 
 
 def _watch_settings(config: Config) -> tuple[object, ...]:

@@ -106,11 +106,13 @@ class _WatchGroup(InotifyWatchGroup):
     def _add_callback(self, path: bytes) -> None:
         self._forget_own_callback(path)
         super()._add_callback(path)
-        # watchdog swallows a failure to watch anything but the root (and keeps wd -1 on
-        # EACCES). A directory that still exists yet has no watch is a blind spot.
-        if self.hooks is None or path == self.path:
-            return
+        # watchdog swallows a failure to watch anything but the root, and on EACCES even the
+        # root's (keeping wd -1). A directory that still exists yet has no watch is blind.
         if self._active_callbacks_by_path.get(path, -1) >= 0:
+            return
+        if path == self.path:
+            raise PermissionError(errno.EACCES, "cannot watch", os.fsdecode(path))
+        if self.hooks is None:
             return
         if os.path.isdir(path) and not os.path.islink(path):
             _call_safely(self.hooks.unwatched, os.fsdecode(path))
@@ -163,6 +165,11 @@ class _InotifyObserver(BaseObserver):
         self._inotify_fd = InotifyFD()  # EMFILE here: the instance limit
         self._inotify_fd.start()
         super().__init__(_Emitter, inotify_fd=self._inotify_fd, hooks=hooks)
+
+    @property
+    def reader_alive(self) -> bool:
+        """Whether the thread reading the inotify instance runs (it has no guard of its own)."""
+        return self._inotify_fd.is_alive()
 
     def on_thread_stop(self) -> None:
         super().on_thread_stop()
@@ -322,6 +329,8 @@ class Watcher:
         """Whether events are being received: the dispatcher and every emitter run."""
         observer = self._observer
         if observer is None or not observer.is_alive():
+            return False
+        if isinstance(observer, _InotifyObserver) and not observer.reader_alive:
             return False
         return all(emitter.is_alive() for emitter in observer.emitters)
 

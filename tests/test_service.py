@@ -24,6 +24,13 @@ from tempwatch.openfiles import OpenFiles, sweep_open_files
 from tempwatch.service import Service
 
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+def queue_limit_to_restore() -> str:
+    """The machine-wide value to put back. A tiny one is another test's temporary value
+    (they run concurrently on this machine): put back the kernel default instead."""
+    value = int(MAX_QUEUED_EVENTS.read_text())
+    return f"{value if value >= 1024 else 16384}\n"
 HOUR = 3600.0
 
 
@@ -208,7 +215,7 @@ def test_pinned_limit_backs_off_and_logs_once(base: Path, log_lines: list[str]) 
 def test_burst_larger_than_the_inotify_queue_ends_exact(base: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("lowering max_queued_events needs root")
-    saved = MAX_QUEUED_EVENTS.read_text()
+    saved = queue_limit_to_restore()
     config = make_config(base, max_files=0)
     try:
         MAX_QUEUED_EVENTS.write_text("64\n")  # only inotify instances made from now on
@@ -290,6 +297,23 @@ def test_reload_applies_new_limits_and_keeps_base_dir(base: Path, tmp_path: Path
         wait_for(lambda: len(files_in(base)) == 2, message="evicted under the new limit")
         assert files_in(base) == {str(paths[4]), str(paths[5])}
         assert not other.exists()
+
+
+def test_reload_of_watch_settings_replaces_the_observer(base: Path) -> None:
+    with Service(make_config(base), polling_interval_seconds=0.05) as service:
+        create_in_order(service, [base / "app.log", base / "data"])
+        config = service.config
+        new = dataclasses.replace(
+            config,
+            watch=dataclasses.replace(config.watch, observer="polling", exclude=("*.log",)),
+        )
+        service.reload(new)
+        assert service.stats.observer_kind == "polling"
+        assert set(service.registry.times()) == {str(base / "data")}, "now excluded: dropped"
+        create_in_order(service, [base / "after"])
+        (base / "more.log").write_bytes(b"")
+        create_in_order(service, [base / "sentinel"])
+        assert str(base / "more.log") not in service.registry
 
 
 def test_stop_is_quick_and_leaves_no_thread(base: Path) -> None:
