@@ -70,12 +70,12 @@ class _Signals:
 
 
 def _force_exit(signum: int) -> None:
+    # Runs inside the signal handler, maybe while a log sink is mid-write: loguru is not
+    # re-entrant there, so say it with one plain write to stderr.
+    name = signal.Signals(signum).name
     try:
-        logger.bind(event="forced-stop", signal=signal.Signals(signum).name).warning(
-            "second {}: exiting now", signal.Signals(signum).name
-        )
-        logger.complete()
-    except Exception:  # the interrupted code may hold a sink's lock: exit anyway
+        os.write(2, f"tempwatch: second {name}: exiting now\n".encode())
+    except OSError:
         pass
     os._exit(128 + signum)
 

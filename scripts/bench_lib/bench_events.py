@@ -51,7 +51,7 @@ def _registration_step(ctx: Context, kind: str, rate: int, seconds: float) -> di
         "achieved_rate": round(paced.rate),
         "created": paced.created,
         "registered": answer["count"],
-        "lost": paced.created - answer["count"],
+        "missing_at_deadline": paced.created - answer["count"],
         "overflows": answer["overflows"],
         "rescans": answer["rescans"],
         "lag_seconds": None if reached is None else round(reached - paced.last_create_at, 4),
