@@ -1,0 +1,56 @@
+"""`tempwatch status` against a running service, and the library's watch=True."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from support import wait_for
+from test_ops_e2e import Child, free_port, wait_up, write_config
+
+from tempwatch import TempFileManager
+from tempwatch.cli import main
+
+
+def test_status_shows_the_running_service_and_its_own_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "present").write_text("x")
+    port = free_port()
+    config = tmp_path / "config.toml"
+    write_config(config, base, port, max_age="1h", interval="1h")
+    child = Child(config)
+    try:
+        wait_up(child, f"http://127.0.0.1:{port}")
+        assert main(["status", "-c", str(config), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["service_pid"] == child.proc.pid
+        assert report["service"]["status"] == "healthy"
+        assert report["service"]["active_files"] == 1
+        assert main(["status", "-c", str(config)]) == 0
+        text = capsys.readouterr().out
+        assert f"service: running (pid {child.proc.pid})" in text
+        assert "status: healthy" in text
+    finally:
+        assert child.stop() == 0, child.log()
+    assert main(["status", "-c", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["service_pid"] is None
+
+
+def test_a_watching_manager_registers_files_it_was_not_told_about(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    with TempFileManager(base, max_age=3600, watch=True) as manager:
+        made = base / "made-by-someone-else"
+        made.write_text("data")
+        wait_for(lambda: manager.is_temp_file(made), message="the watcher registering the file")
+        nested = base / "a" / "b"
+        nested.mkdir(parents=True)
+        (nested / "deep").write_text("x")
+        wait_for(lambda: manager.is_temp_file(nested / "deep"), message="a nested file")
+        os.unlink(made)
+        wait_for(lambda: not manager.is_temp_file(made), message="the delete dropping it")
+    assert not (nested / "deep").exists()  # the context manager cleared what it watched
