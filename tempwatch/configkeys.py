@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,14 @@ def _to_log_file(value: object, label: str, origin: Origin) -> Path:
 
 
 def to_base_dir(value: object, label: str, origin: Origin) -> Path:
-    resolved = Path(os.path.realpath(origin.relative_to / _path_text(value, label)))
+    given = os.path.abspath(origin.relative_to / _path_text(value, label))
+    foreign = _foreign_symlink(given)
+    if foreign is not None:
+        # A link planted in a shared temp dir by another user would point the cleaner at
+        # any directory it likes (the tmpwatch/systemd-tmpfiles class of bugs).
+        note = f" ({render_value(foreign)} is a symlink owned by another user: give the real path)"
+        raise invalid(label, "a path without other users' symlinks", value, note)
+    resolved = Path(os.path.realpath(given))
     if resolved == Path(resolved.anchor):
         raise invalid(label, "a directory other than the root directory", value)
     if os.path.lexists(resolved) and not os.path.isdir(resolved):
@@ -179,6 +187,23 @@ def to_base_dir(value: object, label: str, origin: Origin) -> Path:
         note = f" (parent directory {render_value(str(resolved.parent))} does not exist)"
         raise invalid(label, "a directory whose parent exists", value, note)
     return resolved
+
+
+def _foreign_symlink(path: str) -> str | None:
+    """The first component of `path` that is a symlink owned by neither us nor root."""
+    trusted = {0, os.geteuid()}
+    current = "/"
+    for part in path.strip("/").split("/"):
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except OSError:
+            return None  # the rest does not exist: nothing to follow
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in trusted:
+            return current
+        if stat.S_ISLNK(st.st_mode):
+            current = os.path.realpath(current)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -644,3 +644,18 @@ def test_to_toml_round_trip_of_numbers(
     )
     with tempfile.TemporaryDirectory() as directory:
         assert reload(config, Path(directory)) == config
+
+
+def test_base_dir_through_another_users_symlink_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a symlink owned by another user")
+    target = tmp_path / "victim"
+    target.mkdir()
+    link = tmp_path / "planted"
+    link.symlink_to(target)
+    os.lchown(link, 12345, 12345)
+    with pytest.raises(ConfigError, match="symlink owned by another user") as raised:
+        load_config(env={}, overrides={"watch.base_dir": str(link)})
+    assert "\n" not in str(raised.value)
+    os.lchown(link, os.geteuid(), os.getegid())
+    assert load_config(env={}, overrides={"watch.base_dir": str(link)}).watch.base_dir == target
