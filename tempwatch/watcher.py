@@ -1,9 +1,13 @@
 """The watcher: filesystem events under base_dir become registry updates.
 
-This is the only module that imports watchdog. Its handler runs on watchdog's dispatcher
-thread and does as little as possible: one lstat for a new or closed file, then one short
-registry update. It never unlinks, never scans processes, and never lets an exception
-escape, because watchdog's dispatch loop dies on the first one.
+This module and its private helper `tempwatch.inotify` are the only ones importing watchdog.
+With inotify, watchdog's reader thread only
+drains the kernel queue into a bounded backlog and the emitter thread turns each read into
+registry updates directly (no per-event hops through watchdog's queues); with polling, the
+handler runs on watchdog's dispatcher thread. Either way it does as little as possible: one
+lstat per file (a file created and closed within one read costs one), then one short
+registry update. It never unlinks, never scans processes, and never lets a handler
+exception escape.
 
 What the handler does with each event:
 
@@ -17,10 +21,11 @@ What the handler does with each event:
   neither register nor reset an age. (The polling observer has no close event; there a
   modification refreshes the size, never the age.)
 
-Missed events are reported, never silently lost: an inotify queue overflow calls
-`on_overflow`, and a new subdirectory that inotify could not watch (watchdog swallows that
-error) or an event the handler failed on calls `on_missed`; the service answers both with a
-rescan.
+Missed events are reported, never silently lost: an inotify queue overflow (or a backlog
+over `_MAX_BACKLOG_BYTES`) calls `on_overflow` and, once the queue is drained, one re-walk
+adds watches for directories made meanwhile, keeping the watches that are right. A new
+subdirectory that inotify could not watch (watchdog swallows that error) or an event the
+handler failed on calls `on_missed`. The service answers both with a rescan.
 """
 
 from __future__ import annotations
@@ -30,8 +35,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from loguru import logger
 from watchdog.events import (
@@ -45,12 +49,11 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import BaseObserver, EventQueue, ObservedWatch
-from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyFD
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from tempwatch.errors import TempwatchError
+from tempwatch.inotify import Hooks, InotifyObserver, call_safely
 from tempwatch.registry import Registry
 from tempwatch.scan import is_excluded
 
@@ -76,110 +79,9 @@ _POLLING_EVENTS: list[type[FileSystemEvent]] = [*_INOTIFY_EVENTS, FileModifiedEv
 _INOTIFY_LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE})
 
 
-@dataclass(slots=True)
-class _Hooks:
-    """What the inotify layer reports that watchdog would otherwise only log or swallow."""
-
-    overflow: Callable[[], None]
-    unwatched: Callable[[str], None]
-
-
-def _call_safely(hook: Callable[..., None], *args: Any) -> None:
-    # Hooks run on watchdog's inotify reader thread, which has no guard of its own.
-    try:
-        hook(*args)
-    except Exception:
-        logger.opt(exception=True).bind(event="watcher-error").error("watcher hook failed")
-
-
-@dataclass
-class _WatchGroup(InotifyWatchGroup):
-    """watchdog's recursive watch, plus reports of a queue overflow and an unwatched subdir."""
-
-    hooks: _Hooks | None = field(default=None, kw_only=True)
-
-    def on_queue_overflow(self) -> None:
-        super().on_queue_overflow()
-        if self.hooks is not None:
-            _call_safely(self.hooks.overflow)
-
-    def _add_callback(self, path: bytes) -> None:
-        self._forget_own_callback(path)
-        super()._add_callback(path)
-        # watchdog swallows a failure to watch anything but the root, and on EACCES even the
-        # root's (keeping wd -1). A directory that still exists yet has no watch is blind.
-        if self._active_callbacks_by_path.get(path, -1) >= 0:
-            return
-        if path == self.path:
-            raise PermissionError(errno.EACCES, "cannot watch", os.fsdecode(path))
-        if self.hooks is None:
-            return
-        if os.path.isdir(path) and not os.path.islink(path):
-            _call_safely(self.hooks.unwatched, os.fsdecode(path))
-
-    def _forget_own_callback(self, path: bytes) -> None:
-        # `mkdir -p a/b` races watchdog into watching a/b twice (once while walking a, once
-        # on b's own create event); the second add warns with a RuntimeWarning, which kills
-        # the inotify reader thread when warnings are errors. Dropping our callback from the
-        # existing watch first makes the re-add a plain add, with the same effect.
-        wd = self._active_callbacks_by_path.get(path)
-        fd = self._inotify_fd
-        if wd is None or not hasattr(fd, "_watch_for_wd"):
-            return
-        with fd._lock:
-            watch = fd._watch_for_wd.get(wd)
-            if watch is not None:
-                watch.callbacks.pop(self._id, None)
-
-
-class _Emitter(InotifyFullEmitter):
-    # Full events: a move out is (src, "") and a move in ("", dst), so a plain rmdir (of an
-    # empty directory) needs no scan of the registry for entries below it.
-
-    def __init__(
-        self,
-        event_queue: EventQueue,
-        watch: ObservedWatch,
-        *,
-        hooks: _Hooks,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(event_queue, watch, **kwargs)
-        self._hooks = hooks
-
-    def on_thread_start(self) -> None:
-        self._inotify = _WatchGroup(
-            self._inotify_fd,
-            os.fsencode(self.watch.path),
-            is_recursive=self.watch.is_recursive,
-            event_mask=self.get_event_mask_from_filter(),
-            follow_symlink=self.watch.follow_symlink,
-            hooks=self._hooks,
-        )
-
-
-class _InotifyObserver(BaseObserver):
-    """An inotify observer with its own inotify instance and the reporting emitter."""
-
-    def __init__(self, hooks: _Hooks) -> None:
-        self._inotify_fd = InotifyFD()  # EMFILE here: the instance limit
-        self._inotify_fd.start()
-        super().__init__(_Emitter, inotify_fd=self._inotify_fd, hooks=hooks)
-
-    @property
-    def reader_alive(self) -> bool:
-        """Whether the thread reading the inotify instance runs (it has no guard of its own)."""
-        return self._inotify_fd.is_alive()
-
-    def on_thread_stop(self) -> None:
-        super().on_thread_stop()
-        self._inotify_fd.stop()
-        if self._inotify_fd.is_alive():
-            self._inotify_fd.join()
-
-
 class _Handler(FileSystemEventHandler):
-    """Turns events into registry updates. Runs on watchdog's dispatcher thread."""
+    """Turns events into registry updates: on the inotify reader thread, or as watchdog's
+    handler on the polling observer's dispatcher thread."""
 
     def __init__(self, watcher: Watcher) -> None:
         self._w = watcher
@@ -190,26 +92,27 @@ class _Handler(FileSystemEventHandler):
         try:
             self._handle(event)
         except Exception:
-            logger.opt(exception=True).bind(event="watcher-error").error(
-                "failed to handle {}", event
-            )
-            self._w._missed("handler error")
+            self.failed(event)
+
+    def failed(self, what: object) -> None:
+        """Log the exception being handled, and report that events may have been missed."""
+        logger.opt(exception=True).bind(event="watcher-error").error("failed to handle {}", what)
+        self._w._missed("handler error")
 
     def _handle(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path)
         if isinstance(event, FileCreatedEvent):
-            self._register(src)
+            self.created(src)
         elif isinstance(event, FileClosedEvent | FileModifiedEvent):
-            self._refresh(src)
+            self.closed(src)
         elif isinstance(event, FileDeletedEvent):
-            self._w.registry.discard(src)
+            self.deleted(src)
         elif isinstance(event, FileMovedEvent):
-            self._file_moved(src, os.fsdecode(event.dest_path))
+            self.file_moved(src, os.fsdecode(event.dest_path))
         elif isinstance(event, DirMovedEvent):
-            self._dir_moved(src, os.fsdecode(event.dest_path))
+            self.dir_moved(src, os.fsdecode(event.dest_path))
         elif isinstance(event, DirDeletedEvent) and src.rstrip("/") == self._base.rstrip("/"):
-            # The root itself went; an rmdir below it only removes an empty directory.
-            self._w.registry.discard_tree(self._base)
+            self.root_deleted()  # an rmdir below the root only removes an empty directory
 
     def _is_ignored(self, path: str) -> bool:
         if not path.startswith(self._prefix) or path in self._w.skip_paths:
@@ -225,7 +128,8 @@ class _Handler(FileSystemEventHandler):
         # Another filesystem mounted below base_dir is not ours to clean (the scan skips it).
         return st if stat.S_ISREG(st.st_mode) and st.st_dev == self._w.base_dev else None
 
-    def _register(self, path: str) -> None:
+    def created(self, path: str) -> None:
+        """A new regular file (or one moved in) is registered now; anything else never."""
         if self._is_ignored(path):
             return
         st = self._lstat_regular(path)
@@ -239,7 +143,8 @@ class _Handler(FileSystemEventHandler):
             )
         w._changed()
 
-    def _refresh(self, path: str) -> None:
+    def closed(self, path: str) -> None:
+        """Closed after writing (or modified, when polling): refresh the size."""
         if self._is_ignored(path):
             return
         st = self._lstat_regular(path)
@@ -247,29 +152,43 @@ class _Handler(FileSystemEventHandler):
             return
         w = self._w
         # add() keeps the age of a known file and restarts it only if the inode changed;
-        # a file first seen at its close (created before its directory was watched) is new.
+        # a file first seen at its close (created before its directory was watched, or
+        # created and closed within one read) is new.
         if w.registry.add(path, w.clock(), st.st_size, st.st_ino):
             w.registered_total += 1
+            logger.bind(event="registered", path=path, size_bytes=st.st_size).debug(
+                "registered {}", path
+            )
         if w.on_closed is not None:
             w.on_closed(path, st.st_size)
         w._changed()
 
-    def _file_moved(self, src: str, dst: str) -> None:
+    def deleted(self, path: str) -> None:
+        """A file was unlinked."""
+        self._w.registry.discard(path)
+
+    def root_deleted(self) -> None:
+        """base_dir itself went: nothing below it remains."""
+        self._w.registry.discard_tree(self._base)
+
+    def file_moved(self, src: str, dst: str) -> None:
+        """A file renamed; `src` is "" when moved in, `dst` "" when moved out."""
         registry = self._w.registry
         if not dst or self._is_ignored(dst):
             registry.discard(src)  # moved out of the tree, or to a name never watched
         elif not src or not registry.move(src, dst):
-            self._register(dst)  # moved in, or its source was not registered
+            self.created(dst)  # moved in, or its source was not registered
         else:
             self._w._changed()
 
-    def _dir_moved(self, src: str, dst: str) -> None:
+    def dir_moved(self, src: str, dst: str) -> None:
+        """A directory renamed inside the tree (the entries keep their ages) or moved out."""
         registry = self._w.registry
         if not dst:
             registry.discard_tree(src)
         elif src:
             registry.move_tree(src, dst)
-        # A directory moved in: watchdog follows with a created event per file inside.
+        # A directory moved in: its files are registered one by one (a created event each).
 
 
 class Watcher:
@@ -317,7 +236,10 @@ class Watcher:
         self.base_dev = -1
         self._observer: BaseObserver | None = None
         self._kind: Literal["inotify", "polling"] | None = None
-        self._hooks = _Hooks(overflow=self._overflowed, unwatched=self._unwatched)
+        self._handler = _Handler(self)
+        self._hooks = Hooks(
+            handler=self._handler, overflow=self._overflowed, unwatched=self._unwatched
+        )
 
     @property
     def kind(self) -> Literal["inotify", "polling"] | None:
@@ -330,7 +252,7 @@ class Watcher:
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
-        if isinstance(observer, _InotifyObserver) and not observer.reader_alive:
+        if isinstance(observer, InotifyObserver) and not observer.reader_alive:
             return False
         return all(emitter.is_alive() for emitter in observer.emitters)
 
@@ -374,7 +296,7 @@ class Watcher:
     # -- internals ----------------------------------------------------------------
 
     def _start_inotify(self) -> None:
-        observer = _InotifyObserver(self._hooks)
+        observer = InotifyObserver(self._hooks)
         self._launch(observer, _INOTIFY_EVENTS)
         self._kind = "inotify"
 
@@ -388,7 +310,7 @@ class Watcher:
 
     def _launch(self, observer: BaseObserver, events: list[type[FileSystemEvent]]) -> None:
         observer.schedule(
-            _Handler(self), self.base_dir, recursive=self.recursive, event_filter=events
+            self._handler, self.base_dir, recursive=self.recursive, event_filter=events
         )
         try:
             observer.start()  # the root's watch is added here: ENOSPC surfaces here
@@ -413,4 +335,4 @@ class Watcher:
 
     def _missed(self, reason: str) -> None:
         if self.on_missed is not None:
-            _call_safely(self.on_missed, reason)
+            call_safely(self.on_missed, reason)

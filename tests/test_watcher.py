@@ -295,21 +295,59 @@ def test_queue_overflow_is_reported(base: Path) -> None:
         watcher_cm.__exit__(None, None, None)
 
 
+@pytest.mark.root
+def test_directories_made_while_events_were_lost_are_watched_after_an_overflow(
+    base: Path,
+) -> None:
+    """The watcher alone (no rescan): after an overflow its watches cover the whole tree."""
+    if os.geteuid() != 0:
+        pytest.skip("lowering max_queued_events needs root")
+    overflows = threading.Event()
+    saved = queue_limit_to_restore()
+    try:
+        MAX_QUEUED_EVENTS.write_text("16\n")  # only inotify instances made from now on
+        watcher_cm = watching(base, on_overflow=overflows.set)
+        watcher, registry = watcher_cm.__enter__()
+    finally:
+        MAX_QUEUED_EVENTS.write_text(saved)
+    try:
+        with burst(base, subdirectories=True):
+            wait_for(overflows.is_set, timeout=30, message="overflow reported")
+        later = [d / "later" for d in base.iterdir() if d.is_dir()]
+        assert later, "the burst made no directory"
+        # A few at a time: a queue of 16 events must not overflow again.
+        for start in range(0, len(later), 4):
+            chunk = later[start : start + 4]
+            for path in chunk:
+                path.write_bytes(b"x")
+            wait_for(lambda c=chunk: all(str(p) in registry for p in c),
+                     message=f"a file in each of {[p.parent.name for p in chunk]} registered")
+        assert watcher.is_alive
+    finally:
+        watcher_cm.__exit__(None, None, None)
+
+
 _WRITER = r"""
 import os, sys
-d, stop = sys.argv[1], sys.argv[2]
+d, stop, subdirectories = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 for i in range(200000):
     if i % 500 == 0 and os.path.exists(stop):
         break
+    if subdirectories and i % 2 == 0:
+        d = os.path.join(sys.argv[1], f"dir-{i}")
+        os.mkdir(d)
     os.close(os.open(os.path.join(d, f"burst-{i}"), os.O_CREAT | os.O_WRONLY, 0o600))
 """
 
 
 @contextmanager
-def burst(directory: Path) -> Iterator[None]:
-    """A child creating files as fast as it can until the block ends (at most 200k)."""
+def burst(directory: Path, *, subdirectories: bool = False) -> Iterator[None]:
+    """A child creating files as fast as it can until the block ends (at most 200k); with
+    `subdirectories`, in a new subdirectory every 2 files."""
     stop = directory.parent / "stop-burst"
-    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(directory), str(stop)])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(directory), str(stop), str(int(subdirectories))]
+    )
     try:
         yield
     finally:

@@ -1,0 +1,429 @@
+"""The inotify fast path of the watcher, built on watchdog's inotify layer.
+
+A private helper of `tempwatch.watcher` (the two are the only modules importing watchdog;
+this one leans on watchdog 7.1 internals, hence the pin). watchdog's reader thread only
+drains the kernel queue into a bounded backlog; the emitter thread turns each read into
+calls on an `EventSink` (the watcher's handler) directly, pairing renames itself, and
+after a queue overflow re-walks the tree once, when the queue has drained, to add the
+watches that the lost events would have added.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from loguru import logger
+from watchdog.observers.api import BaseObserver, EventQueue, ObservedWatch
+from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
+from watchdog.observers.inotify_c import (
+    InotifyConstants,
+    InotifyEvent,
+    InotifyFD,
+    Mask,
+    WatchDescriptor,
+)
+
+__all__ = ["EventSink", "Hooks", "InotifyObserver", "call_safely"]
+
+
+class EventSink(Protocol):
+    """What the inotify layer reports, path by path (the watcher's handler)."""
+
+    def created(self, path: str) -> None: ...
+    def closed(self, path: str) -> None: ...
+    def deleted(self, path: str) -> None: ...
+    def root_deleted(self) -> None: ...
+    def file_moved(self, src: str, dst: str) -> None: ...
+    def dir_moved(self, src: str, dst: str) -> None: ...
+    def failed(self, what: str) -> None: ...
+
+
+_IN = InotifyConstants
+_CLOSE_WRITE = _IN.IN_CLOSE_WRITE
+_CREATE_FILE = _IN.IN_CREATE | _IN.IN_ISDIR
+# Handled by watchdog's own bookkeeping: a removed watch, a lost queue.
+_BOOKKEEPING = _IN.IN_IGNORED | _IN.IN_Q_OVERFLOW
+_HEADER = struct.Struct("iIII")  # struct inotify_event, before its name
+_READ_BUFFER_BYTES = 256 * 1024  # a few thousand events per read: fewer wake-ups under load
+# Reads not handled yet, at most (about a million events): beyond it, an overflow.
+_MAX_BACKLOG_BYTES = 32 * 1024 * 1024
+# After an overflow the watches are checked once the queue is drained, or at the latest this
+# long after, should it never drain.
+_REWATCH_MAX_DELAY_SECONDS = 1.0
+
+_RawEvent = tuple[int, int, int, bytes]  # wd, mask, cookie, name
+
+
+
+@dataclass(slots=True)
+class Hooks:
+    """Where the inotify layer sends what it reads, and what watchdog would only log or swallow."""
+
+    handler: EventSink
+    overflow: Callable[[], None]
+    unwatched: Callable[[str], None]
+
+
+def call_safely(hook: Callable[..., None], *args: Any) -> None:
+    # Hooks run on watchdog's inotify reader thread, which has no guard of its own.
+    try:
+        hook(*args)
+    except Exception:
+        logger.opt(exception=True).bind(event="watcher-error").error("watcher hook failed")
+
+
+def _is_related(a: bytes, b: bytes) -> bool:
+    return a == b or a.startswith(b + b"/") or b.startswith(a + b"/")
+
+
+class _InotifyFD(InotifyFD):
+    """watchdog's inotify reader thread, reduced to draining the kernel queue.
+
+    The kernel queue holds 16384 events by default: a reader that also handled what it read
+    let a burst overflow it. This one only moves each read into the group's backlog; the
+    emitter thread handles it (`_WatchGroup.handle_next`). watchdog's own pipeline (a move
+    pairing delay queue, the emitter, an event queue, the dispatcher) cost three thread hops
+    per event; here it is one per read.
+    """
+
+    group: _WatchGroup | None = None
+
+    def run(self) -> None:
+        while self.should_keep_running():
+            buffer = self._read_event_buffer(_READ_BUFFER_BYTES)
+            group = self.group
+            if buffer and group is not None:
+                group.enqueue(buffer)
+
+    def is_readable(self) -> bool:
+        """Whether the kernel queue holds events not read yet."""
+        return bool(select.select([self._inotify_fd], [], [], 0)[0])
+
+
+@dataclass
+class _WatchGroup(InotifyWatchGroup):
+    """watchdog's recursive watch, turning each read's events into registry updates at once.
+
+    Runs on the inotify reader thread. Pairs renames itself: an IN_MOVED_FROM waits for its
+    IN_MOVED_TO until an event about a related path arrives or the queue is drained, and is
+    then a move out of the tree. After a queue overflow it re-walks the tree once, when the
+    queue is drained (or at most `_REWATCH_MAX_DELAY_SECONDS` later), without dropping the
+    watches it has: only directories created or moved meanwhile gain a watch.
+    """
+
+    hooks: Hooks = field(kw_only=True)
+    on_root_gone: Callable[[], None] = field(kw_only=True)
+    _pending_moves: dict[int, tuple[bytes, bool]] = field(default_factory=dict, init=False)
+    _rewatch_due: float | None = field(default=None, init=False)
+    _backlog: deque[bytes | None] = field(default_factory=deque, init=False)
+    _backlog_bytes: int = field(default=0, init=False)
+    _backlog_ready: threading.Condition = field(default_factory=threading.Condition, init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self._inotify_fd, _InotifyFD):
+            self._inotify_fd.group = self  # before the first watch: it sees every event
+        super().__post_init__()
+
+    def on_event(self, event: InotifyEvent) -> None:
+        self.on_batch([(event.wd, event.mask, event.cookie, event.name)])
+
+    def enqueue(self, buffer: bytes) -> None:
+        """Keep one read for the emitter thread (called by the reader thread)."""
+        with self._backlog_ready:
+            if self._backlog_bytes + len(buffer) > _MAX_BACKLOG_BYTES:
+                # As the kernel does when its queue is full: drop it all and say so.
+                self._backlog.clear()
+                self._backlog_bytes = 0
+                self._backlog.append(None)
+            else:
+                self._backlog.append(buffer)
+                self._backlog_bytes += len(buffer)
+            self._backlog_ready.notify()
+
+    def deactivate(self) -> None:
+        super().deactivate()
+        with self._backlog_ready:
+            self._backlog.clear()
+            self._backlog_ready.notify_all()  # wakes the emitter waiting in handle_next
+
+    def handle_next(self, timeout_seconds: float) -> None:
+        """Handle the oldest read in the backlog, waiting for one at most timeout_seconds."""
+        with self._backlog_ready:
+            if not self._backlog and self._is_active:
+                self._backlog_ready.wait(timeout_seconds)
+            if not self._backlog:
+                return
+            buffer = self._backlog.popleft()
+            self._backlog_bytes -= 0 if buffer is None else len(buffer)
+        if buffer is None:
+            self.on_queue_overflow()
+        else:
+            self._handle_buffer(buffer)
+        fd = self._inotify_fd
+        readable = isinstance(fd, _InotifyFD) and fd.is_readable()
+        self.after_read(has_more=bool(self._backlog) or readable)
+
+    def _handle_buffer(self, buffer: bytes) -> None:
+        events: list[_RawEvent] = []
+        offset, end = 0, len(buffer)
+        while offset + _HEADER.size <= end:
+            wd, mask, cookie, length = _HEADER.unpack_from(buffer, offset)
+            offset += _HEADER.size
+            name = buffer[offset : offset + length].rstrip(b"\0")
+            offset += length
+            if mask & _BOOKKEEPING:
+                # In order with the rest: a lost watch or a lost queue changes what follows.
+                self.on_batch(events)
+                events = []
+                event = InotifyEvent(WatchDescriptor(wd), Mask(mask), cookie, name)
+                self._inotify_fd.handle_event(event)
+            elif wd >= 0:
+                events.append((wd, mask, cookie, name))
+        self.on_batch(events)
+
+    def on_batch(self, events: list[_RawEvent]) -> None:
+        """Handle one read's events in order."""
+        if not events:
+            return
+        root_gone = False
+        with self._lock:
+            if not self._is_active:
+                return
+            # A file created and closed within one read costs one lstat, at the close.
+            last_close = {(e[0], e[3]): i for i, e in enumerate(events) if e[1] & _CLOSE_WRITE}
+            watched_paths = self._active_callbacks_by_watch
+            for index, (wd, mask, cookie, name) in enumerate(events):
+                is_file_create = (mask & _CREATE_FILE) == _IN.IN_CREATE
+                if is_file_create and last_close.get((wd, name), -1) > index:
+                    continue
+                watched = watched_paths.get(WatchDescriptor(wd))
+                if watched is None:
+                    continue  # its watch is gone: a removed directory
+                path = os.path.join(watched, name) if name else watched
+                try:
+                    root_gone |= self._handle(mask, cookie, path)
+                except Exception:
+                    self.hooks.handler.failed(f"mask {mask:#x} on {path!r}")
+        if root_gone:
+            self.on_root_gone()  # stops the emitter, which takes this group's lock
+
+    def _handle(self, mask: int, cookie: int, path: bytes) -> bool:
+        if self._pending_moves and not (mask & _IN.IN_MOVED_TO and cookie in self._pending_moves):
+            self._flush_moves(related_to=path)
+        handler = self.hooks.handler
+        is_dir = bool(mask & _IN.IN_ISDIR)
+        if mask & _CLOSE_WRITE:
+            handler.closed(os.fsdecode(path))
+        elif mask & _IN.IN_CREATE:
+            if not is_dir:
+                handler.created(os.fsdecode(path))
+            elif self.is_recursive:
+                self._watch_tree(path)
+        elif mask & _IN.IN_DELETE:
+            if not is_dir:
+                handler.deleted(os.fsdecode(path))
+        elif mask & _IN.IN_MOVED_FROM:
+            self._pending_moves[cookie] = (path, is_dir)
+        elif mask & _IN.IN_MOVED_TO:
+            self._moved_to(self._pending_moves.pop(cookie, None), path, is_dir)
+        elif mask & _IN.IN_DELETE_SELF and path == self.path:
+            handler.root_deleted()
+            return True
+        return False
+
+    def _moved_to(self, source: tuple[bytes, bool] | None, dst: bytes, is_dir: bool) -> None:
+        handler = self.hooks.handler
+        src = b"" if source is None else source[0]
+        if not is_dir:
+            handler.file_moved(os.fsdecode(src), os.fsdecode(dst))
+            return
+        was_watched = bool(src) and self._move_watches(src, dst)
+        if src:
+            handler.dir_moved(os.fsdecode(src), os.fsdecode(dst))
+        if self.is_recursive and not was_watched:
+            self._watch_tree(dst)  # moved in: watch it and register what it holds
+
+    def _flush_moves(self, related_to: bytes | None) -> None:
+        for cookie, (src, is_dir) in list(self._pending_moves.items()):
+            if related_to is None or _is_related(src, related_to):
+                del self._pending_moves[cookie]
+                self._moved_out(src, is_dir)
+
+    def _moved_out(self, src: bytes, is_dir: bool) -> None:
+        handler = self.hooks.handler
+        if not is_dir:
+            handler.file_moved(os.fsdecode(src), "")
+            return
+        handler.dir_moved(os.fsdecode(src), "")
+        # Its watches would report what happens outside as if it were still inside.
+        prefix = src + b"/"
+        gone = [
+            wd for wd, path in self._active_callbacks_by_watch.items()
+            if path == src or path.startswith(prefix)
+        ]
+        if gone:
+            self._remove_callbacks(gone)
+
+    def _watch_tree(self, top: bytes) -> None:
+        """Watch a new directory tree, then register what it already holds."""
+        handler = self.hooks.handler
+        stack = [top]
+        while stack:
+            directory = stack.pop()
+            self._add_callback(directory)  # first: anything created later has its own event
+            try:
+                with os.scandir(directory) as entries:
+                    found = [(e.path, e.is_dir(follow_symlinks=False)) for e in entries]
+            except OSError:
+                continue  # gone again, or not a directory any more
+            for path, is_dir in found:
+                if is_dir:
+                    stack.append(path)
+                else:
+                    handler.created(os.fsdecode(path))
+
+    def after_read(self, *, has_more: bool) -> None:
+        """End of one read: settle unpaired moves and the re-walk once the queue is drained."""
+        with self._lock:
+            if not self._is_active:
+                return
+            if not has_more:
+                self._flush_moves(related_to=None)
+            due = self._rewatch_due
+            if due is None or (has_more and time.monotonic() < due):
+                return
+            self._rewatch_due = None
+            self._rewatch()
+
+    def on_queue_overflow(self) -> None:
+        # watchdog drops every watch and re-walks the tree here, on the reader thread, at
+        # each overflow: reading stops, and more overflows follow. One re-walk, later, will do.
+        with self._lock:
+            if not self._is_active:
+                return
+            self._pending_moves.clear()  # their partners may be lost: the rescan settles them
+            if self.is_recursive and self._rewatch_due is None:
+                self._rewatch_due = time.monotonic() + _REWATCH_MAX_DELAY_SECONDS
+        call_safely(self.hooks.overflow)
+
+    def _rewatch(self) -> None:
+        """Watch every directory of the tree again, keeping the watches that are right."""
+        handler = self.hooks.handler
+        by_path = self._active_callbacks_by_path
+        seen: set[WatchDescriptor] = set()
+        stack = [self.path]
+        while stack:
+            directory = stack.pop()
+            was_watched = directory in by_path
+            try:
+                self._add_callback(directory)  # the same wd if already watched
+            except OSError:
+                continue  # the root went: its IN_DELETE_SELF reports it
+            wd = by_path.get(directory, WatchDescriptor(-1))
+            if wd < 0:
+                continue
+            seen.add(wd)
+            try:
+                with os.scandir(directory) as entries:
+                    found = [(e.path, e.is_dir(follow_symlinks=False)) for e in entries]
+            except OSError:
+                continue
+            for path, is_dir in found:
+                if is_dir:
+                    stack.append(path)
+                elif not was_watched:
+                    handler.created(os.fsdecode(path))  # created before it had a watch
+        by_watch = self._active_callbacks_by_watch
+        stale = [wd for wd in by_watch if wd not in seen]  # moved out or gone meanwhile
+        if stale:
+            self._inotify_fd.remove_callbacks([(wd, self._id) for wd in stale])
+            for wd in stale:
+                del by_watch[wd]
+        by_path.clear()
+        by_path.update((path, wd) for wd, path in by_watch.items())
+
+    def _add_callback(self, path: bytes) -> None:
+        self._forget_own_callback(path)
+        super()._add_callback(path)
+        # watchdog swallows a failure to watch anything but the root, and on EACCES even the
+        # root's (keeping wd -1). A directory that still exists yet has no watch is blind.
+        if self._active_callbacks_by_path.get(path, -1) >= 0:
+            return
+        if path == self.path:
+            raise PermissionError(errno.EACCES, "cannot watch", os.fsdecode(path))
+        if os.path.isdir(path) and not os.path.islink(path):
+            call_safely(self.hooks.unwatched, os.fsdecode(path))
+
+    def _forget_own_callback(self, path: bytes) -> None:
+        # `mkdir -p a/b` races watchdog into watching a/b twice (once while walking a, once
+        # on b's own create event); the second add warns with a RuntimeWarning, which kills
+        # the inotify reader thread when warnings are errors. Dropping our callback from the
+        # existing watch first makes the re-add a plain add, with the same effect.
+        wd = self._active_callbacks_by_path.get(path)
+        fd = self._inotify_fd
+        if wd is None or not hasattr(fd, "_watch_for_wd"):
+            return
+        with fd._lock:
+            watch = fd._watch_for_wd.get(wd)
+            if watch is not None:
+                watch.callbacks.pop(self._id, None)
+
+
+class _Emitter(InotifyFullEmitter):
+    # Its thread handles what the reader thread read, through the group.
+
+    def __init__(
+        self,
+        event_queue: EventQueue,
+        watch: ObservedWatch,
+        *,
+        hooks: Hooks,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(event_queue, watch, **kwargs)
+        self._hooks = hooks
+
+    def on_thread_start(self) -> None:
+        self._inotify = _WatchGroup(
+            self._inotify_fd,
+            os.fsencode(self.watch.path),
+            is_recursive=self.watch.is_recursive,
+            event_mask=self.get_event_mask_from_filter(),
+            follow_symlink=self.watch.follow_symlink,
+            hooks=self._hooks,
+            on_root_gone=self.stop,
+        )
+
+    def queue_events(self, timeout: float, *, full_events: bool = False) -> None:
+        group = self._inotify
+        if isinstance(group, _WatchGroup):
+            group.handle_next(timeout)
+
+
+class InotifyObserver(BaseObserver):
+    """An inotify observer with its own inotify instance, read by the direct reader."""
+
+    def __init__(self, hooks: Hooks) -> None:
+        self._inotify_fd = _InotifyFD()  # EMFILE here: the instance limit
+        self._inotify_fd.start()
+        super().__init__(_Emitter, inotify_fd=self._inotify_fd, hooks=hooks)
+
+    @property
+    def reader_alive(self) -> bool:
+        """Whether the thread reading the inotify instance runs (it has no guard of its own)."""
+        return self._inotify_fd.is_alive()
+
+    def on_thread_stop(self) -> None:
+        super().on_thread_stop()
+        self._inotify_fd.stop()
+        if self._inotify_fd.is_alive():
+            self._inotify_fd.join()
