@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,9 +17,16 @@ from loguru import logger
 
 from tempwatch.deleter import Deleter, DeleteResult, FileId, Outcome
 from tempwatch.policy import Decision, Limits, Plan, plan_evictions, plan_pass
-from tempwatch.registry import Registry
+from tempwatch.registry import Entry, Registry
 
-__all__ = ["CleanupListener", "PassReport", "execute_plan", "run_eviction", "run_pass"]
+__all__ = [
+    "CleanupListener",
+    "PassReport",
+    "execute_plan",
+    "run_eviction",
+    "run_pass",
+    "run_pass_over",
+]
 
 # Outcomes after which the name no longer belongs in the registry.
 _FORGET = frozenset(
@@ -75,41 +82,63 @@ def _base_dev(deleter: Deleter) -> int:
 
 def execute_plan(
     plan: Plan,
-    registry: Registry,
+    registry: Registry | None,
     deleter: Deleter,
     *,
     listener: CleanupListener | None = None,
     dry_run: bool = False,
 ) -> PassReport:
-    """Delete what `plan` chose. One bad file never stops the rest."""
+    """Delete what `plan` chose and drop what is gone from `registry`, if one is given.
+
+    One bad file never stops the rest. The deletions run grouped by directory, not in the
+    plan's order: the policy has already chosen, and the deleter enters each directory once.
+    """
     report = PassReport(
         pinned_files=plan.pinned_files, pinned_bytes=plan.pinned_bytes, dry_run=dry_run
     )
-    dev = _base_dev(deleter) if plan.deletions else 0
     for decision in plan.skipped_open:
         report.skipped_open.append(decision)
         logger.debug("skipped {path} ({reason}): open", **_fields(decision, "skipped-open"))
         if listener is not None:
             listener.on_skipped_open(decision)
-    items = (
-        (d.path, FileId(dev, d.ino) if d.ino and dev else None) for d in plan.deletions
-    )
-    for decision, result in zip(plan.deletions, deleter.delete_many(items), strict=True):
-        _record(decision, result, report, registry, listener, dry_run)
+    if not plan.deletions:
+        return report
+    dev = _base_dev(deleter)
+    deletions = _by_directory(plan.deletions)
+    items = ((d.path, FileId(dev, d.ino) if d.ino and dev else None) for d in deletions)
+    discard = registry.discard if registry is not None and not dry_run else None
+    for decision, result in zip(deletions, deleter.delete_many(items), strict=True):
+        _record(decision, result, report, discard, listener, dry_run)
     return report
+
+
+def _by_directory(decisions: Sequence[Decision]) -> list[Decision]:
+    """`decisions` grouped by parent directory, each group in plan order."""
+    groups: dict[str, list[Decision]] = {}
+    for decision in decisions:
+        parent = decision.path.rpartition("/")[0]
+        group = groups.get(parent)
+        if group is None:
+            groups[parent] = [decision]
+        else:
+            group.append(decision)
+    if len(groups) == 1:
+        return list(decisions)
+    return [decision for group in groups.values() for decision in group]
 
 
 def _record(
     decision: Decision,
     result: DeleteResult,
     report: PassReport,
-    registry: Registry,
+    discard: Callable[[str], object] | None,
     listener: CleanupListener | None,
     dry_run: bool,
 ) -> None:
-    if result.outcome in _FORGET and not dry_run:
-        registry.discard(decision.path)
-    if result.outcome is Outcome.DELETED:
+    outcome = result.outcome
+    if discard is not None and outcome in _FORGET:
+        discard(decision.path)
+    if outcome is Outcome.DELETED:
         report.deleted.append((decision, result))
         # Fields passed as keywords land in the record's extra, like bind() but without
         # building a logger per file: this line runs once for every deletion.
@@ -120,10 +149,10 @@ def _record(
         )
         if listener is not None:
             listener.on_deleted(decision, result)
-    elif result.outcome is Outcome.VANISHED:
+    elif outcome is Outcome.VANISHED:
         report.vanished += 1
         logger.debug("{path} had already gone", **_fields(decision, "vanished"))
-    elif result.outcome is Outcome.FAILED:
+    elif outcome is Outcome.FAILED:
         report.failed.append((decision, result))
         logger.warning(
             "could not delete {path} ({reason}): {error}",
@@ -136,7 +165,7 @@ def _record(
         report.left_alone.append((decision, result))
         logger.warning(
             "left {path} alone: {outcome}",
-            outcome=result.outcome.value,
+            outcome=outcome.value,
             **_fields(decision, "left-alone"),
         )
 
@@ -166,10 +195,52 @@ def run_pass(
     started = time.monotonic()
     with registry.lock:
         entries = registry.oldest_first()
+    return _pass(
+        entries, registry, deleter, limits, open_paths, clock, listener, dry_run, force, started
+    )
+
+
+def run_pass_over(
+    entries: Sequence[tuple[str, Entry]],
+    deleter: Deleter,
+    limits: Limits,
+    *,
+    open_paths: Container[str],
+    clock: Callable[[], float] = time.time,
+    listener: CleanupListener | None = None,
+    dry_run: bool = False,
+) -> PassReport:
+    """`run_pass` over a snapshot of entries, oldest first, without a registry to update.
+
+    For a one-shot clean: a registry built from a scan only to be thrown away would cost a
+    locked insert, a sorted read and a locked removal per file.
+    """
+    started = time.monotonic()
+    return _pass(
+        entries, None, deleter, limits, open_paths, clock, listener, dry_run, False, started
+    )
+
+
+def _pass(
+    entries: Sequence[tuple[str, Entry]],
+    registry: Registry | None,
+    deleter: Deleter,
+    limits: Limits,
+    open_paths: Container[str],
+    clock: Callable[[], float],
+    listener: CleanupListener | None,
+    dry_run: bool,
+    force: bool,
+    started: float,
+) -> PassReport:
     plan = plan_pass(entries, now=clock(), limits=limits, open_paths=open_paths, force=force)
     report = execute_plan(plan, registry, deleter, listener=listener, dry_run=dry_run)
     report.duration_seconds = time.monotonic() - started
-    _summarise(report, len(registry))
+    if registry is not None:
+        remaining = len(registry)
+    else:
+        remaining = len(entries) - (0 if dry_run else _forgettable(report))
+    _summarise(report, remaining)
     if listener is not None:
         listener.on_pass(report)
     return report
@@ -201,6 +272,12 @@ def run_eviction(
             open_paths=open_paths,
         )
     return execute_plan(plan, registry, deleter, listener=listener, dry_run=dry_run)
+
+
+def _forgettable(report: PassReport) -> int:
+    """How many of the report's files a registry would have dropped."""
+    left = sum(1 for _, result in report.left_alone if result.outcome in _FORGET)
+    return len(report.deleted) + report.vanished + left
 
 
 def _summarise(report: PassReport, remaining: int) -> None:

@@ -12,11 +12,14 @@ walking down from `base_dir` one directory fd at a time instead of trusting a pa
   included, detected through the mount id in /proc/self/fdinfo) is not entered;
 - the final name is judged with `lstat` through the parent fd and judged again right before
   the unlink; if its (st_dev, st_ino) changed, the name now refers to another file and is
-  left alone.
+  left alone;
+- a batch keeps the fd of the directory it is working in while consecutive files share it;
+  right before each unlink, one `fstatat` of "../.." proves that directory still hangs
+  below base_dir, at the depth it was entered at. If it does not, the path is walked again.
 
 Known limits: without /proc the mount-id check is skipped and only st_dev is compared; Linux
-has no unlink-by-fd, so a rename between the last check and `unlinkat` (a window of one
-system call) cannot be excluded, only made small.
+has no unlink-by-fd, so a rename between the last check and `unlinkat` (a window of a system
+call or two) cannot be excluded, only made small.
 """
 
 from __future__ import annotations
@@ -24,12 +27,22 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from enum import Enum
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
-from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id, has_entries, zero_data
+from tempwatch.descent import (
+    Base,
+    Cursor,
+    Moved,
+    Outcome,
+    Refused,
+    lstat_at,
+    reason,
+    refusal,
+    same_file,
+)
+from tempwatch.dirfd import DIR_OPEN_FLAGS, has_entries, zero_data
 
 __all__ = [
     "DeleteResult",
@@ -48,21 +61,10 @@ PathArg: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
 _WRITE_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
 _FILE_TYPES = (stat.S_IFREG, stat.S_IFLNK)
 
+_T = TypeVar("_T")
 
-class Outcome(str, Enum):
-    """What `Deleter.delete` or `Deleter.remove_empty_dir` did with one path."""
 
-    DELETED = "deleted"  # unlinked (or, in a dry run, would have been)
-    VANISHED = "vanished"  # no such file any more; not an error
-    SWAPPED = "swapped"  # the name now refers to another file than the one judged
-    OUTSIDE = "outside"  # not strictly below base_dir (base_dir itself included)
-    SYMLINK_PARENT = "symlink-parent"  # a directory component is a symlink or not a directory
-    OTHER_FS = "other-filesystem"  # a component is on another filesystem or mount
-    SPECIAL = "special-file"  # FIFO, socket, device, or the wrong kind (dir vs file)
-    NOT_OWNER = "not-owner"  # owner_uid set and the file belongs to someone else
-    FAILED = "failed"  # an OSError such as EPERM; DeleteResult.error says which
-    NOT_EMPTY = "not-empty"  # remove_empty_dir: the directory has entries
-    TOO_RECENT = "too-recent"  # remove_empty_dir: modified less than older_than_seconds ago
+_RETRY = (Outcome.VANISHED, Outcome.SWAPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,61 +88,6 @@ class DeleteResult:
     def ok(self) -> bool:
         """True when the file was deleted (or, in a dry run, would have been)."""
         return self.outcome is Outcome.DELETED
-
-
-class _Refused(Exception):
-    """Ends one deletion early with an outcome; never escapes this module."""
-
-    def __init__(self, outcome: Outcome, error: str | None = None) -> None:
-        super().__init__(outcome.value)
-        self.outcome = outcome
-        self.error = error
-
-
-def _reason(e: OSError) -> str:
-    # Built without the filename: a name may hold newlines and the error must stay one line.
-    return f"[Errno {e.errno}] {e.strerror}"
-
-
-def _refusal(e: OSError, *, swap_errnos: tuple[int, ...] = ()) -> _Refused:
-    if e.errno == errno.ENOENT:
-        return _Refused(Outcome.VANISHED)
-    if e.errno in swap_errnos:
-        return _Refused(Outcome.SWAPPED)
-    return _Refused(Outcome.FAILED, _reason(e))
-
-
-def _lstat(name: str, dir_fd: int) -> os.stat_result:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except OSError as e:
-        raise _refusal(e) from e
-
-
-def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    return a.st_dev == b.st_dev and a.st_ino == b.st_ino
-
-
-class _Base:
-    """An open fd on base_dir with its device and (lazily read) mount id."""
-
-    __slots__ = ("dev", "fd", "_mount_id")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.dev = os.fstat(fd).st_dev
-        self._mount_id: int | None = -1
-
-    def mount_id(self) -> int | None:
-        if self._mount_id == -1:
-            self._mount_id = fd_mount_id(self.fd)
-        return self._mount_id
-
-    def is_other_mount(self, fd: int, st: os.stat_result) -> bool:
-        if st.st_dev != self.dev:
-            return True
-        base_mount = self.mount_id()
-        return base_mount is not None and fd_mount_id(fd) != base_mount
 
 
 class Deleter:
@@ -185,50 +132,41 @@ class Deleter:
         refers to another file the result is SWAPPED and nothing is removed. Relative paths are
         taken relative to the current directory. Raises only TypeError for a non-path argument.
         """
-
-        def unlink_file(base: _Base, dir_fd: int, name: str) -> int:
-            return self._unlink_file(base, dir_fd, name, expected)
-
-        return self._act(path, unlink_file)
+        results = self.delete_many([(path, expected)])
+        try:
+            return next(results)
+        finally:
+            results.close()
 
     def delete_many(
         self, items: Iterable[tuple[PathArg, FileId | None]]
-    ) -> Iterator[DeleteResult]:
+    ) -> Generator[DeleteResult, None, None]:
         """`delete` for each (path, expected) in turn, yielding each result as it is done.
 
-        Files directly in base_dir share one fd on base_dir, which saves three system calls
-        a file in the common flat temp directory. Files in subdirectories take the full
-        descent each time: an fd kept on a subdirectory would follow it if it were moved
-        out of base_dir.
+        One fd on base_dir serves the whole batch, and the fd on a subdirectory is kept while
+        consecutive items are in it: sort the items by directory to enter each one once.
+        Before each unlink the kept directory is checked to still hang below base_dir.
         """
-        base: _Base | None = None
+        cursor: Cursor | None = None
         try:
             for path, expected in items:
-                abs_path, parts = self._split(path)
-                if parts is None or len(parts) > 1 or "\0" in abs_path:
-                    yield self.delete(path, expected)
+                abs_path, rel = self._split(path)
+                if rel is None:
+                    yield DeleteResult(abs_path, Outcome.OUTSIDE)
                     continue
-                if base is None:
+                if cursor is None:
                     try:
-                        base, _ = self._open_parent([])
-                    except _Refused as r:
+                        cursor = Cursor(self._base_dir)
+                    except Refused as r:
                         yield DeleteResult(abs_path, r.outcome, error=r.error)
                         continue
-                yield self._act_at(abs_path, base, base.fd, parts[0], expected)
+                    except OSError as e:
+                        yield DeleteResult(abs_path, Outcome.FAILED, error=reason(e))
+                        continue
+                yield self._act(cursor, abs_path, rel, self._unlink_file, expected)
         finally:
-            if base is not None:
-                os.close(base.fd)
-
-    def _act_at(
-        self, abs_path: str, base: _Base, dir_fd: int, name: str, expected: FileId | None
-    ) -> DeleteResult:
-        try:
-            size_bytes = self._unlink_file(base, dir_fd, name, expected)
-        except _Refused as r:
-            return DeleteResult(abs_path, r.outcome, error=r.error)
-        except OSError as e:
-            return DeleteResult(abs_path, Outcome.FAILED, error=_reason(e))
-        return DeleteResult(abs_path, Outcome.DELETED, size_bytes=size_bytes)
+            if cursor is not None:
+                cursor.close()
 
     def remove_empty_dir(
         self, path: PathArg, older_than_seconds: float, now: float
@@ -238,40 +176,63 @@ class Deleter:
 
         Emptiness is left to rmdir itself (atomic); in a dry run the directory is listed.
         """
-
-        def rmdir(base: _Base, dir_fd: int, name: str) -> int:
-            return self._rmdir(base, dir_fd, name, now - older_than_seconds)
-
-        return self._act(path, rmdir)
-
-    def _act(self, path: PathArg, action: Callable[[_Base, int, str], int]) -> DeleteResult:
-        """Check `path` lexically, descend to its parent, and apply `action` to the last name."""
-        abs_path, parts = self._split(path)
-        if parts is None:
+        abs_path, rel = self._split(path)
+        if rel is None:
             return DeleteResult(abs_path, Outcome.OUTSIDE)
-        if "\0" in abs_path:
-            return DeleteResult(abs_path, Outcome.FAILED, error="path contains a NUL byte")
         try:
-            base, dir_fd = self._open_parent(parts[:-1])
+            cursor = Cursor(self._base_dir)
+        except Refused as r:
+            return DeleteResult(abs_path, r.outcome, error=r.error)
+        except OSError as e:
+            return DeleteResult(abs_path, Outcome.FAILED, error=reason(e))
+        try:
+            return self._act(cursor, abs_path, rel, self._rmdir, now - older_than_seconds)
+        finally:
+            cursor.close()
+
+    def _act(
+        self,
+        cursor: Cursor,
+        abs_path: str,
+        rel: str,
+        action: Callable[[Cursor, str, _T], int],
+        arg: _T,
+    ) -> DeleteResult:
+        """Go to the parent of `rel` and apply `action` to its last name; never raises OSError."""
+        if "\0" in rel:
+            return DeleteResult(abs_path, Outcome.FAILED, error="path contains a NUL byte")
+        parent, _, name = rel.rpartition(os.sep)
+        kept = False
+        try:
             try:
-                size_bytes = action(base, dir_fd, parts[-1])
-            finally:
-                os.close(dir_fd)
-        except _Refused as r:
+                kept = cursor.enter(parent)
+                size_bytes = action(cursor, name, arg)
+            except (Moved, Refused) as e:
+                # A kept directory may have been moved, removed or renamed since it was
+                # entered: before reporting the name gone or swapped, walk the path afresh.
+                if not kept or (isinstance(e, Refused) and e.outcome not in _RETRY):
+                    raise
+                cursor.leave()
+                cursor.enter(parent)
+                size_bytes = action(cursor, name, arg)
+        except Moved:
+            cursor.leave()
+            return DeleteResult(abs_path, Outcome.SWAPPED)
+        except Refused as r:
             return DeleteResult(abs_path, r.outcome, error=r.error)
         except OSError as e:  # e.g. EIO from an fstat: still a per-file problem, never raised
-            return DeleteResult(abs_path, Outcome.FAILED, error=_reason(e))
+            return DeleteResult(abs_path, Outcome.FAILED, error=reason(e))
         return DeleteResult(abs_path, Outcome.DELETED, size_bytes=size_bytes)
 
-    def _split(self, path: PathArg) -> tuple[str, list[str] | None]:
-        """Absolute path and its components below base_dir, or None if not strictly below."""
+    def _split(self, path: PathArg) -> tuple[str, str | None]:
+        """Absolute path and its part below base_dir, or None if not strictly below."""
         if isinstance(path, str) and path.startswith(self._prefix):
             rest = path[len(self._prefix) :]
             # Already absolute and below base_dir; with no "." component nor empty one it is
             # also normalised, which is what the callers' paths (from scans, events) are.
             if rest and "//" not in rest and "/." not in rest and not rest.startswith("."):
                 if not rest.endswith("/"):
-                    return path, rest.split(os.sep)
+                    return path, rest
         # fsdecode uses surrogateescape, so non-UTF-8 names round-trip to the same bytes.
         abs_path = os.path.abspath(os.fsdecode(path))
         if abs_path.startswith("//"):
@@ -280,45 +241,31 @@ class Deleter:
         # abspath has already collapsed "..", so a lexical prefix test cannot be escaped.
         if not abs_path.startswith(self._prefix) or len(abs_path) == len(self._prefix):
             return abs_path, None
-        return abs_path, abs_path[len(self._prefix) :].split(os.sep)
-
-    def _open_parent(self, dirs: list[str]) -> tuple[_Base, int]:
-        """Open base_dir, then each of `dirs` in turn; return the base info and the last fd."""
-        try:
-            fd = os.open(self._base_dir, DIR_OPEN_FLAGS)
-        except OSError as e:
-            raise _refusal(e) from e
-        try:
-            base = _Base(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        for name in dirs:
-            fd = _enter(base, fd, name)  # consumes the parent fd, whatever happens
-        return base, fd
+        return abs_path, abs_path[len(self._prefix) :]
 
     def _judge(
         self,
-        base: _Base,
+        base: Base,
         dir_fd: int,
         name: str,
         kinds: tuple[int, ...],
         expected: FileId | None = None,
     ) -> os.stat_result:
-        """lstat the name and decide whether it may go; raise _Refused if not."""
-        st = _lstat(name, dir_fd)
+        """lstat the name and decide whether it may go; raise Refused if not."""
+        st = lstat_at(name, dir_fd)
         # Identity first: a different file in the name's place is a swap, whatever its type.
         if expected is not None and (st.st_dev, st.st_ino) != (expected.dev, expected.ino):
-            raise _Refused(Outcome.SWAPPED)
+            raise Refused(Outcome.SWAPPED)
         if stat.S_IFMT(st.st_mode) not in kinds:
-            raise _Refused(Outcome.SPECIAL)
+            raise Refused(Outcome.SPECIAL)
         if st.st_dev != base.dev:
-            raise _Refused(Outcome.OTHER_FS)
+            raise Refused(Outcome.OTHER_FS)
         if self.owner_uid is not None and st.st_uid != self.owner_uid:
-            raise _Refused(Outcome.NOT_OWNER)
+            raise Refused(Outcome.NOT_OWNER)
         return st
 
-    def _unlink_file(self, base: _Base, dir_fd: int, name: str, expected: FileId | None) -> int:
+    def _unlink_file(self, cursor: Cursor, name: str, expected: FileId | None) -> int:
+        base, dir_fd = cursor.base, cursor.fd
         judged = self._judge(base, dir_fd, name, _FILE_TYPES, expected)
         final = judged
         if (
@@ -327,23 +274,29 @@ class Deleter:
             and stat.S_ISREG(judged.st_mode)
             and judged.st_nlink == 1
         ):
+            if not cursor.is_below_base():
+                raise Moved  # never write to a file outside base_dir either
             self._overwrite(base, dir_fd, name, judged)
             # The overwrite took time: judge the name again right before the unlink.
-            final = _lstat(name, dir_fd)
-            if not _same(final, judged):
-                raise _Refused(Outcome.SWAPPED)
+            final = lstat_at(name, dir_fd)
+            if not same_file(final, judged):
+                raise Refused(Outcome.SWAPPED)
+        # Last check, also in a dry run so that it reports what a real run would do. It comes
+        # after the lstat so that nothing separates it from the unlinkat: a directory moved
+        # out of base_dir is the graver race. Inherent window: Linux cannot unlink by fd, so
+        # a file renamed onto this name since the lstat (one system call ago) would still be
+        # removed; whoever can rename inside this directory could unlink that name anyway.
+        if not cursor.is_below_base():
+            raise Moved
         if self.dry_run:
             return final.st_size
-        # Inherent window: Linux cannot unlink by fd, so a rename landing between the lstat
-        # above and this unlinkat would still be removed. The window is one system call, and
-        # whoever can rename inside this directory could unlink that name themselves.
         try:
             os.unlink(name, dir_fd=dir_fd)
         except OSError as e:
-            raise _refusal(e, swap_errnos=(errno.EISDIR,)) from e
+            raise refusal(e, swap_errnos=(errno.EISDIR,)) from e
         return final.st_size
 
-    def _overwrite(self, base: _Base, dir_fd: int, name: str, judged: os.stat_result) -> None:
+    def _overwrite(self, base: Base, dir_fd: int, name: str, judged: os.stat_result) -> None:
         """Zero the data of the judged regular file through a fresh, verified fd.
 
         Zeroing in place does not defeat copy-on-write filesystems or SSD remapping; it keeps
@@ -352,75 +305,53 @@ class Deleter:
         try:
             fd = os.open(name, _WRITE_FLAGS, dir_fd=dir_fd)
         except OSError as e:
-            raise _refusal(e, swap_errnos=(errno.ELOOP, errno.ENXIO, errno.EISDIR)) from e
+            raise refusal(e, swap_errnos=(errno.ELOOP, errno.ENXIO, errno.EISDIR)) from e
         try:
             st = os.fstat(fd)
-            if not _same(st, judged) or not stat.S_ISREG(st.st_mode):
-                raise _Refused(Outcome.SWAPPED)
+            if not same_file(st, judged) or not stat.S_ISREG(st.st_mode):
+                raise Refused(Outcome.SWAPPED)
             if base.is_other_mount(fd, st):
-                raise _Refused(Outcome.OTHER_FS)  # a file bind-mounted over the name
+                raise Refused(Outcome.OTHER_FS)  # a file bind-mounted over the name
             if st.st_nlink != 1:
                 return  # a hard link appeared since the lstat: its data is not ours to destroy
             zero_data(fd, st.st_size)
             os.fsync(fd)
         except OSError as e:
-            raise _refusal(e) from e
+            raise refusal(e) from e
         finally:
             os.close(fd)
 
-    def _rmdir(self, base: _Base, dir_fd: int, name: str, newest_mtime: float) -> int:
+    def _rmdir(self, cursor: Cursor, name: str, newest_mtime: float) -> int:
+        base, dir_fd = cursor.base, cursor.fd
         judged = self._judge(base, dir_fd, name, (stat.S_IFDIR,))
         try:
             fd = os.open(name, DIR_OPEN_FLAGS, dir_fd=dir_fd)
         except OSError as e:
-            raise _refusal(e, swap_errnos=(errno.ELOOP, errno.ENOTDIR)) from e
+            raise refusal(e, swap_errnos=(errno.ELOOP, errno.ENOTDIR)) from e
         try:
             st = os.fstat(fd)
-            if not _same(st, judged):
-                raise _Refused(Outcome.SWAPPED)
+            if not same_file(st, judged):
+                raise Refused(Outcome.SWAPPED)
             if base.is_other_mount(fd, st):
-                raise _Refused(Outcome.OTHER_FS)
+                raise Refused(Outcome.OTHER_FS)
             if st.st_mtime > newest_mtime:
-                raise _Refused(Outcome.TOO_RECENT)
+                raise Refused(Outcome.TOO_RECENT)
             if self.dry_run and has_entries(fd):
-                raise _Refused(Outcome.NOT_EMPTY)
+                raise Refused(Outcome.NOT_EMPTY)
         except OSError as e:
-            raise _refusal(e) from e
+            raise refusal(e) from e
         finally:
             os.close(fd)
-        if not _same(_lstat(name, dir_fd), judged):
-            raise _Refused(Outcome.SWAPPED)
+        if not same_file(lstat_at(name, dir_fd), judged):
+            raise Refused(Outcome.SWAPPED)
+        if not cursor.is_below_base():
+            raise Moved
         if self.dry_run:
             return 0
         try:
             os.rmdir(name, dir_fd=dir_fd)
         except OSError as e:
             if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                raise _Refused(Outcome.NOT_EMPTY) from e
-            raise _refusal(e, swap_errnos=(errno.ENOTDIR,)) from e
+                raise Refused(Outcome.NOT_EMPTY) from e
+            raise refusal(e, swap_errnos=(errno.ENOTDIR,)) from e
         return 0
-
-
-def _enter(base: _Base, parent_fd: int, name: str) -> int:
-    """Open directory `name` below `parent_fd` (which this closes) and return its fd."""
-    try:
-        try:
-            fd = os.open(name, DIR_OPEN_FLAGS, dir_fd=parent_fd)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise _Refused(Outcome.SYMLINK_PARENT) from e
-            raise _refusal(e) from e
-        try:
-            st = os.fstat(fd)
-            if base.is_other_mount(fd, st):
-                raise _Refused(Outcome.OTHER_FS)
-            # The fd is a real directory whatever happens next; this catches a swap of the
-            # name between the open and now, so that we act on what the name refers to.
-            if not _same(_lstat(name, parent_fd), st):
-                raise _Refused(Outcome.SWAPPED)
-        except BaseException:
-            os.close(fd)
-            raise
-    finally:
-        os.close(parent_fd)
-    return fd

@@ -5,12 +5,15 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["DIR_OPEN_FLAGS", "fd_mount_id", "has_entries", "zero_data"]
+__all__ = ["DIR_OPEN_FLAGS", "fd_mount_id", "has_entries", "stat_ancestor", "up_path", "zero_data"]
 
 DIR_OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """Flags for opening a directory component: never through a symlink, never a non-directory."""
 
 _CHUNK_BYTES = 1 << 20
+# ".." hops resolved by one fstatat: 3 bytes each keeps the path well under PATH_MAX (4096).
+_MAX_HOPS = 1000
+_PATH_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def fd_mount_id(fd: int) -> int | None:
@@ -28,10 +31,39 @@ def fd_mount_id(fd: int) -> int | None:
         return None
     finally:
         os.close(info_fd)
-    for line in data.splitlines():
-        if line.startswith(b"mnt_id:"):
-            return int(line[7:])
-    return None
+    # "mnt_id:" is never the first line ("pos:" is), so searching for it after a newline
+    # cannot match inside another field.
+    start = data.find(b"\nmnt_id:")
+    if start < 0:
+        return None
+    end = data.find(b"\n", start + 8)
+    return int(data[start + 8 : end if end >= 0 else len(data)])
+
+
+def stat_ancestor(fd: int, levels: int) -> os.stat_result:
+    """stat of the directory `levels` levels above the directory open at `fd`.
+
+    The walk goes through ".." only, never through a name, so it reports where the directory
+    hangs now, whatever was renamed since it was opened. Raises OSError (ENOENT if the
+    directory has been removed).
+    """
+    up_fd = fd
+    try:
+        while levels > _MAX_HOPS:
+            next_fd = os.open(up_path(_MAX_HOPS), _PATH_DIR_FLAGS, dir_fd=up_fd)
+            if up_fd != fd:
+                os.close(up_fd)
+            up_fd = next_fd
+            levels -= _MAX_HOPS
+        return os.stat(up_path(levels) or ".", dir_fd=up_fd, follow_symlinks=False)
+    finally:
+        if up_fd != fd:
+            os.close(up_fd)
+
+
+def up_path(levels: int) -> str:
+    """The relative path "../..", `levels` components long, or "" if too long for one path."""
+    return "/".join([".."] * levels) if levels <= _MAX_HOPS else ""
 
 
 def zero_data(fd: int, size_bytes: int) -> None:

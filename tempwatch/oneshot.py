@@ -6,22 +6,25 @@ service decide and delete; the limits apply too, oldest first.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 
 from loguru import logger
 
-from tempwatch.cleaner import CleanupListener, PassReport, run_pass
+from tempwatch.cleaner import CleanupListener, PassReport, run_pass_over
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.errors import TempwatchError
 from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
-from tempwatch.registry import Registry
-from tempwatch.scan import DirInfo, ScanResult, scan_tree
+from tempwatch.registry import Entry, Registry
+from tempwatch.scan import DirInfo, FileInfo, ScanResult, scan_tree
 
 __all__ = [
     "DiskState",
@@ -64,19 +67,9 @@ def own_files(config: Config) -> frozenset[str]:
 
 def read_disk(config: Config) -> DiskState:
     """Scan base_dir into a registry, oldest first. Raises TempwatchError if it is missing."""
-    base = config.watch.base_dir
-    if not base.is_dir():
-        raise TempwatchError(
-            f"base_dir {base} does not exist: create it or set watch.base_dir (--base-dir)"
-        )
-    scan = scan_tree(
-        base,
-        recursive=config.watch.recursive,
-        exclude=config.watch.exclude,
-        skip_names=own_files(config),
-    )
+    scan = _scan(config)
     registry = Registry()
-    for info in sorted(scan.files, key=lambda f: f.mtime):
+    for info in _oldest_first(scan.files):
         registry.add(info.path, info.mtime, info.size_bytes, info.ino)
     return DiskState(registry, scan)
 
@@ -87,9 +80,43 @@ def clean_once(
     listener: CleanupListener | None = None,
     clock: Callable[[], float] = time.time,
     sweep: Callable[[str], OpenFiles] = sweep_open_files,
-) -> tuple[PassReport, DiskState]:
-    """Scan, decide and delete once. Returns what was done and what was found."""
-    state = read_disk(config)
+) -> tuple[PassReport, ScanResult]:
+    """Scan, decide and delete once. Returns what was done and what the scan found.
+
+    Raises TempwatchError if base_dir is missing.
+    """
+    with _collector_paused():
+        return _clean_once(config, listener, clock, sweep)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # A pass allocates a few objects per file and frees few until it ends, so the cyclic
+    # collector's full sweeps would rescan the scan's findings over and over for nothing
+    # to collect (about a tenth of a 100,000-file clean). Cycles made meanwhile are
+    # collected once it is back on.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _clean_once(
+    config: Config,
+    listener: CleanupListener | None,
+    clock: Callable[[], float],
+    sweep: Callable[[str], OpenFiles],
+) -> tuple[PassReport, ScanResult]:
+    scan = _scan(config)
+    # No registry: it would be filled from the scan, read back sorted and emptied again,
+    # a locked call per file each time, only to be thrown away.
+    entries = [
+        (info.path, Entry(info.mtime, info.size_bytes, info.ino))
+        for info in _oldest_first(scan.files)
+    ]
     cleanup = config.cleanup
     deleter = deleter_for(config)
     open_paths = (
@@ -97,8 +124,8 @@ def clean_once(
         if cleanup.skip_open_files
         else NO_OPEN_FILES
     )
-    report = run_pass(
-        state.registry,
+    report = run_pass_over(
+        entries,
         deleter,
         limits_of(config),
         open_paths=open_paths,
@@ -107,8 +134,26 @@ def clean_once(
         dry_run=cleanup.dry_run,
     )
     if cleanup.remove_empty_dirs and not cleanup.dry_run:
-        remove_empty_dirs(deleter, state.scan.dirs, cleanup.max_age_seconds, clock())
-    return report, state
+        remove_empty_dirs(deleter, scan.dirs, cleanup.max_age_seconds, clock())
+    return report, scan
+
+
+def _scan(config: Config) -> ScanResult:
+    base = config.watch.base_dir
+    if not base.is_dir():
+        raise TempwatchError(
+            f"base_dir {base} does not exist: create it or set watch.base_dir (--base-dir)"
+        )
+    return scan_tree(
+        base,
+        recursive=config.watch.recursive,
+        exclude=config.watch.exclude,
+        skip_names=own_files(config),
+    )
+
+
+def _oldest_first(files: list[FileInfo]) -> list[FileInfo]:
+    return sorted(files, key=attrgetter("mtime"))
 
 
 def deleter_for(config: Config) -> Deleter:

@@ -1,0 +1,221 @@
+"""Walking down from base_dir one directory fd at a time: the deleter's footing.
+
+`Cursor` holds an fd on base_dir and one on the directory a batch is working in, and can
+prove before each unlink that this directory still hangs below base_dir. `enter_dir` opens
+one directory component without following a symlink and refuses another mount. Problems
+are raised as `Refused(outcome)`, which the deleter turns into its result.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from enum import Enum
+
+from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id, stat_ancestor, up_path
+
+__all__ = [
+    "Base",
+    "Cursor",
+    "Moved",
+    "Outcome",
+    "Refused",
+    "enter_dir",
+    "lstat_at",
+    "reason",
+    "refusal",
+    "same_file",
+]
+
+
+class Outcome(str, Enum):
+    """What `Deleter.delete` or `Deleter.remove_empty_dir` did with one path."""
+
+    DELETED = "deleted"  # unlinked (or, in a dry run, would have been)
+    VANISHED = "vanished"  # no such file any more; not an error
+    SWAPPED = "swapped"  # the name now refers to another file than the one judged
+    OUTSIDE = "outside"  # not strictly below base_dir (base_dir itself included)
+    SYMLINK_PARENT = "symlink-parent"  # a directory component is a symlink or not a directory
+    OTHER_FS = "other-filesystem"  # a component is on another filesystem or mount
+    SPECIAL = "special-file"  # FIFO, socket, device, or the wrong kind (dir vs file)
+    NOT_OWNER = "not-owner"  # owner_uid set and the file belongs to someone else
+    FAILED = "failed"  # an OSError such as EPERM; DeleteResult.error says which
+    NOT_EMPTY = "not-empty"  # remove_empty_dir: the directory has entries
+    TOO_RECENT = "too-recent"  # remove_empty_dir: modified less than older_than_seconds ago
+
+
+# Refusals a directory kept open since an earlier file can cause by being renamed or removed.
+
+
+class Refused(Exception):
+    """Ends one deletion early with an outcome; never escapes the deleter."""
+
+    def __init__(self, outcome: Outcome, error: str | None = None) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+        self.error = error
+
+
+def reason(e: OSError) -> str:
+    # Built without the filename: a name may hold newlines and the error must stay one line.
+    return f"[Errno {e.errno}] {e.strerror}"
+
+
+def refusal(e: OSError, *, swap_errnos: tuple[int, ...] = ()) -> Refused:
+    if e.errno == errno.ENOENT:
+        return Refused(Outcome.VANISHED)
+    if e.errno in swap_errnos:
+        return Refused(Outcome.SWAPPED)
+    return Refused(Outcome.FAILED, reason(e))
+
+
+def lstat_at(name: str, dir_fd: int) -> os.stat_result:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as e:
+        raise refusal(e) from e
+
+
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return a.st_dev == b.st_dev and a.st_ino == b.st_ino
+
+
+class Base:
+    """An open fd on base_dir with its identity and (lazily read) mount id."""
+
+    __slots__ = ("dev", "fd", "ino", "_mount_id")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        st = os.fstat(fd)
+        self.dev = st.st_dev
+        self.ino = st.st_ino
+        self._mount_id: int | None = -1
+
+    def mount_id(self) -> int | None:
+        # Read once per Base, i.e. once per delete() or delete_many() call, and only when a
+        # subdirectory is entered: a deleter kept for the service's lifetime must notice
+        # base_dir being mounted over (a self bind mount, say), so it is not cached longer.
+        if self._mount_id == -1:
+            self._mount_id = fd_mount_id(self.fd)
+        return self._mount_id
+
+    def is_other_mount(self, fd: int, st: os.stat_result) -> bool:
+        if st.st_dev != self.dev:
+            return True
+        base_mount = self.mount_id()
+        return base_mount is not None and fd_mount_id(fd) != base_mount
+
+
+class Cursor:
+    """base_dir's fd and an fd on the directory last acted in, kept while items share it.
+
+    Keeping a directory open across many unlinks is what makes a batch cheap, and it is
+    only safe because `is_below_base` is asked before every unlink: the directory may have
+    been renamed out of base_dir since it was entered. Only the innermost fd is kept, never
+    one per level, so a batch holds two fds whatever the depth.
+    """
+
+    __slots__ = ("base", "depth", "fd", "rel", "up")
+
+    def __init__(self, base_dir: str) -> None:
+        try:
+            fd = os.open(base_dir, DIR_OPEN_FLAGS)
+        except OSError as e:
+            raise refusal(e) from e
+        try:
+            self.base = Base(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.rel = ""  # the directory at `fd`, relative to base_dir ("" for base_dir itself)
+        self.depth = 0
+        self.up = ""  # "../..", as many as `depth` (for a depth that fits in one path)
+
+    def close(self) -> None:
+        self.leave()
+        os.close(self.base.fd)
+
+    def leave(self) -> None:
+        """Go back to base_dir, closing the subdirectory fd if one is open."""
+        fd = self.fd
+        if fd != self.base.fd:
+            self.fd, self.rel, self.depth, self.up = self.base.fd, "", 0, ""
+            os.close(fd)
+
+    def enter(self, rel: str) -> bool:
+        """Make `fd` the directory `rel` below base_dir; True if it was kept from before.
+
+        base_dir itself never counts as kept: its fd is the reference, not a descent.
+        """
+        if rel == self.rel:
+            return self.depth > 0
+        self.leave()
+        if not rel:
+            return False
+        names = rel.split(os.sep)
+        base_fd = fd = self.base.fd
+        try:
+            for name in names:
+                child = enter_dir(self.base, fd, name)
+                if fd != base_fd:
+                    os.close(fd)
+                fd = child
+        except BaseException:
+            if fd != base_fd:
+                os.close(fd)
+            raise
+        self.fd, self.rel, self.depth = fd, rel, len(names)
+        self.up = up_path(self.depth)
+        return False
+
+    def is_below_base(self) -> bool:
+        """Whether the directory at `fd` still hangs `depth` levels below base_dir.
+
+        One fstatat of "../.." (as many as `depth`) against base_dir's identity: it follows
+        the directory's real parents, not names, so a rename of it or of any directory above
+        it out of base_dir is seen; a rename that keeps it at the same depth below base_dir
+        keeps it inside, which is all the check is for.
+        """
+        if not self.depth:
+            return True
+        try:
+            if self.up:
+                st = os.stat(self.up, dir_fd=self.fd, follow_symlinks=False)
+            else:
+                st = stat_ancestor(self.fd, self.depth)
+        except OSError:
+            return False  # e.g. ENOENT: the directory itself was removed
+        return st.st_ino == self.base.ino and st.st_dev == self.base.dev
+
+
+class Moved(Exception):
+    """The kept directory no longer hangs below base_dir: descend again from base_dir."""
+
+
+
+
+def enter_dir(base: Base, parent_fd: int, name: str) -> int:
+    """Open directory `name` below `parent_fd` and return its fd (the caller closes both)."""
+    try:
+        fd = os.open(name, DIR_OPEN_FLAGS, dir_fd=parent_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise Refused(Outcome.SYMLINK_PARENT) from e
+        raise refusal(e) from e
+    try:
+        # The mount id is read here, once per directory entered, not per file: a batch keeps
+        # the fd while its items stay in this directory. Reading the fd's own mount id (rather
+        # than a mount table read once per batch) also sees a mount made a moment ago.
+        st = os.fstat(fd)
+        if base.is_other_mount(fd, st):
+            raise Refused(Outcome.OTHER_FS)
+        # The fd is a real directory whatever happens next; this catches a swap of the
+        # name between the open and now, so that we act on what the name refers to.
+        if not same_file(lstat_at(name, parent_fd), st):
+            raise Refused(Outcome.SWAPPED)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
