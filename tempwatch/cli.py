@@ -119,36 +119,55 @@ def _status(config: Config, *, as_json: bool) -> int:
 
 
 class _Printer:
-    """Prints one line per deletion on stdout and, on a terminal, progress on stderr."""
+    """Prints one line per deletion on stdout and, on a terminal, progress on stderr.
+
+    Lines are written in blocks: a clean of 100k files must not cost 100k write calls when
+    stdout is unbuffered. A failure line and the end of the pass flush what is pending.
+    """
+
+    _BLOCK_LINES = 512
 
     def __init__(self, *, dry_run: bool, progress: TextIO | None, out: TextIO | None = None):
         self._verb = "would delete" if dry_run else "deleted"
         self._progress = progress
         self._out = out if out is not None else sys.stdout
+        self._pending: list[str] = []
         self._done = 0
         self._shown_at = 0.0
 
     def on_deleted(self, decision: Decision, result: DeleteResult) -> None:
-        self._out.write(
+        self._pending.append(
             f"{self._verb} {decision.path!r} ({decision.reason.value}, "
             f"age {format_age(decision.age_seconds)}, {format_size(result.size_bytes)})\n"
         )
         self._done += 1
-        if self._progress is not None and time.monotonic() - self._shown_at > 0.1:
-            self._shown_at = time.monotonic()
-            self._progress.write(f"\rtempwatch: {self._done} files removed")
-            self._progress.flush()
+        if len(self._pending) >= self._BLOCK_LINES:
+            self.flush()
+            if self._progress is not None and time.monotonic() - self._shown_at > 0.1:
+                self._shown_at = time.monotonic()
+                self._progress.write(f"\rtempwatch: {self._done} files removed")
+                self._progress.flush()
 
     def on_skipped_open(self, decision: Decision) -> None:
         pass
 
     def on_failed(self, decision: Decision, result: DeleteResult) -> None:
-        self._out.write(f"failed {decision.path!r} ({decision.reason.value}): {result.error}\n")
+        self._pending.append(
+            f"failed {decision.path!r} ({decision.reason.value}): {result.error}\n"
+        )
+        self.flush()
 
     def on_pass(self, report: PassReport) -> None:
+        self.flush()
         if self._progress is not None and self._shown_at:
             self._progress.write("\r\033[K")
             self._progress.flush()
+
+    def flush(self) -> None:
+        """Write the pending lines."""
+        if self._pending:
+            self._out.write("".join(self._pending))
+            self._pending.clear()
 
 
 def _clean(config: Config, *, quiet: bool) -> int:

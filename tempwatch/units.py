@@ -196,8 +196,13 @@ def format_age(seconds: float) -> str:
     days, rest = divmod(round(seconds), 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s"))
-    return "".join(f"{count}{unit}" for count, unit in parts if count)
+    # Written out rather than joined from a generator: `clean` formats one age per file.
+    text = f"{days}d" if days else ""
+    if hours:
+        text += f"{hours}h"
+    if minutes:
+        text += f"{minutes}m"
+    return text + f"{secs}s" if secs else text
 
 
 _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
