@@ -23,6 +23,7 @@ __all__ = [
     "CleanupListener",
     "PassReport",
     "execute_plan",
+    "log_pinned",
     "run_eviction",
     "run_pass",
     "run_pass_over",
@@ -299,10 +300,15 @@ def _summarise(report: PassReport, remaining: int) -> None:
         remaining,
     )
     if report.pinned_files:
-        logger.bind(
-            event="pinned", pinned_files=report.pinned_files, pinned_bytes=report.pinned_bytes
-        ).warning(
-            "a limit is still exceeded: {} files ({} bytes) that would go are open",
-            report.pinned_files,
-            report.pinned_bytes,
-        )
+        log_pinned(report)
+
+
+def log_pinned(report: PassReport) -> None:
+    """Warn that a limit stays exceeded because the files that would go are open."""
+    logger.bind(
+        event="pinned", pinned_files=report.pinned_files, pinned_bytes=report.pinned_bytes
+    ).warning(
+        "a limit is still exceeded: {} files ({} bytes) that would go are open",
+        report.pinned_files,
+        report.pinned_bytes,
+    )

@@ -14,9 +14,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from loguru import logger
-
-from tempwatch.cleaner import CleanupListener, PassReport, execute_plan, run_eviction
+from tempwatch.cleaner import (
+    CleanupListener,
+    PassReport,
+    execute_plan,
+    log_pinned,
+    run_eviction,
+)
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
@@ -136,10 +140,4 @@ class Enforcer:
         if not report.pinned_files or now - self._pinned_logged_at < interval_seconds:
             return
         self._pinned_logged_at = now
-        logger.bind(
-            event="pinned", pinned_files=report.pinned_files, pinned_bytes=report.pinned_bytes
-        ).warning(
-            "a limit is still exceeded: {} files ({} bytes) that would go are open",
-            report.pinned_files,
-            report.pinned_bytes,
-        )
+        log_pinned(report)
