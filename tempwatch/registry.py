@@ -4,7 +4,12 @@ It is kept ordered by age so that eviction takes the oldest entries without sort
 whole registry on every event. Entries arrive almost always in time order (a new file is
 registered "now"); those that do not (a file found by a scan, a renamed file keeping its
 age) are kept in a small side table and merged in when the registry is iterated. When the
-side table grows past a fraction of the registry, the registry is rebuilt in order.
+side table grows past a fraction of the registry, the registry is rebuilt in order; a bulk
+load (`add_many`, or anything inside a `tracking` window) rebuilds once, at its end.
+
+Memory: one entry is its path, its dict slot and one int packing time, size and inode
+(48 bytes with pymalloc, where an Entry tuple of three objects cost about 150). The time is
+packed as its exact IEEE-754 bits, so `registered_at` reads back as the very float given.
 
 All methods are thread-safe. `lock` is exposed so that a caller can check and act as one
 step (the reconciling rescan does).
@@ -13,13 +18,28 @@ step (the reconciling rescan does).
 from __future__ import annotations
 
 import heapq
+import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
-__all__ = ["Entry", "Registry"]
+__all__ = ["Entry", "Registry", "Touched"]
 
 _REBUILD_MIN = 1024
+
+# Packed value, little-endian: bits 0-63 the time (a double), 64-127 the size (signed),
+# 128-191 the inode. Inodes are the widest field in practice, so they go on top where an
+# int only pays for the digits it uses.
+_LAYOUT = struct.Struct("<dqQ")
+_TIME = struct.Struct("<d")
+_WIDTH = _LAYOUT.size
+_LOW64 = (1 << 64) - 1
+_SIGN64 = 1 << 63
+_pack_bytes = _LAYOUT.pack
+_unpack_bytes = _LAYOUT.unpack
+_unpack_time = _TIME.unpack
+_from_bytes = int.from_bytes
 
 
 class Entry(NamedTuple):
@@ -30,15 +50,52 @@ class Entry(NamedTuple):
     ino: int
 
 
+_make_entry = Entry._make
+
+
+class Touched:
+    """The paths changed by `Registry` updates while a `tracking` window was open."""
+
+    __slots__ = ("paths", "trees")
+
+    def __init__(self) -> None:
+        self.paths: set[str] = set()
+        self.trees: set[str] = set()  # "dir/" prefixes of discard_tree/move_tree
+
+    def __contains__(self, path: object) -> bool:
+        if path in self.paths:
+            return True
+        if not self.trees or not isinstance(path, str):
+            return False
+        # One lookup per ancestor, however many trees an `rm -rf` touched.
+        end = path.find("/")
+        while end >= 0:
+            if path[: end + 1] in self.trees:
+                return True
+            end = path.find("/", end + 1)
+        return False
+
+    def __len__(self) -> int:
+        return len(self.paths) + len(self.trees)
+
+    def among(self, paths: Iterable[str]) -> set[str]:
+        """Those of `paths` touched so far (cheap while nothing was)."""
+        if self.trees:
+            return {path for path in paths if path in self}
+        return self.paths.intersection(paths) if self.paths else set()
+
+
 class Registry:
     """Thread-safe map of absolute path -> Entry, iterable oldest first."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self._entries: dict[str, Entry] = {}
+        self._entries: dict[str, int] = {}  # path -> packed (time, size, inode)
         self._late: dict[str, float] = {}  # paths whose entry is out of insertion order
         self._tail = float("-inf")  # registration time of the newest in-order entry
         self._total_bytes = 0
+        self._trackers: list[Touched] = []
+        self._bulk = 0  # open bulk loads and tracking windows: rebuild when the last ends
 
     # -- queries -----------------------------------------------------------------
 
@@ -50,17 +107,28 @@ class Registry:
 
     def get(self, path: str) -> Entry | None:
         """The entry for `path`, or None."""
-        return self._entries.get(path)
+        value = self._entries.get(path)
+        return None if value is None else _entry(value)
+
+    def matches(self, path: str, size_bytes: int, ino: int) -> bool:
+        """Whether `path` is registered with exactly this size and inode (no Entry built)."""
+        value = self._entries.get(path)
+        return value is not None and value >> 64 == (size_bytes & _LOW64) | ino << 64
 
     @property
     def total_bytes(self) -> int:
         """Sum of the sizes of all registered files."""
         return self._total_bytes
 
+    def paths(self) -> list[str]:
+        """A copy of the registered paths, in no particular order."""
+        with self.lock:
+            return list(self._entries)
+
     def times(self) -> dict[str, float]:
         """A copy of path -> registration time."""
         with self.lock:
-            return {path: entry.registered_at for path, entry in self._entries.items()}
+            return {path: _time(value) for path, value in self._entries.items()}
 
     def oldest_first(self) -> list[tuple[str, Entry]]:
         """A snapshot of every entry, oldest first."""
@@ -90,52 +158,71 @@ class Registry:
         whose inode changed is a different file under the same name: it starts anew.
         """
         with self.lock:
-            old = self._entries.get(path)
-            if old is not None and (ino == 0 or old.ino == 0 or old.ino == ino):
-                self._replace(path, old, Entry(old.registered_at, size_bytes, ino or old.ino))
-                return False
-            if old is not None:
-                self._remove(path, old)
-            self._insert(path, Entry(registered_at, size_bytes, ino))
-            return True
+            if self._trackers:
+                self._touch(path)
+            added = self._add(path, registered_at, size_bytes, ino)
+            self._settle()
+            return added
 
+    def add_many(self, items: Iterable[tuple[str, float, int, int]]) -> int:
+        """`add` each (path, registered_at, size_bytes, ino), sorting once at the end.
+
+        For bulk loads (a scan's findings) that arrive in any order: the side table of late
+        entries is merged once, not every time it outgrows its threshold. Returns how many
+        paths were new. Not recorded by `tracking`: the windows are for concurrent events.
+        """
+        added = 0
+        with self.lock:
+            self._bulk += 1
+            try:
+                added = self._add_all(items)
+            finally:
+                self._bulk -= 1
+                self._settle()
+        return added
     def update_size(self, path: str, size_bytes: int) -> bool:
         """Refresh the size of a registered file; False if it is not registered."""
         with self.lock:
+            if self._trackers:
+                self._touch(path)
             old = self._entries.get(path)
             if old is None:
                 return False
-            self._replace(path, old, old._replace(size_bytes=size_bytes))
+            self._entries[path] = old & _LOW64 | (size_bytes & _LOW64) << 64 | old >> 128 << 128
+            self._total_bytes += size_bytes - _size(old)
             return True
 
     def discard(self, path: str) -> Entry | None:
         """Drop `path`; return its entry, or None if it was not registered."""
         with self.lock:
+            if self._trackers:
+                self._touch(path)
             old = self._entries.get(path)
-            if old is not None:
-                self._remove(path, old)
-            return old
+            if old is None:
+                return None
+            self._remove(path, old)
+            return _entry(old)
 
     def move(self, src: str, dst: str) -> bool:
         """A rename: the entry moves to `dst` and keeps its age. False if `src` was unknown."""
         with self.lock:
-            entry = self._entries.get(src)
-            if entry is None:
-                return False
-            self._remove(src, entry)
-            replaced = self._entries.get(dst)
-            if replaced is not None:
-                self._remove(dst, replaced)
-            self._insert(dst, entry)
-            return True
+            if self._trackers:
+                self._touch(src)
+                self._touch(dst)
+            moved = self._move(src, dst)
+            self._settle()
+            return moved
 
     def discard_tree(self, directory: str) -> int:
         """Drop every entry below `directory`; return how many."""
         prefix = directory.rstrip("/") + "/"
         with self.lock:
-            doomed = [p for p in self._entries if p.startswith(prefix)]
+            if self._trackers:
+                self._touch_tree(prefix)
+            entries = self._entries
+            doomed = [p for p in entries if p.startswith(prefix)]
             for path in doomed:
-                self._remove(path, self._entries[path])
+                self._remove(path, entries[path])
             return len(doomed)
 
     def move_tree(self, src_dir: str, dst_dir: str) -> int:
@@ -143,9 +230,17 @@ class Registry:
         src_prefix = src_dir.rstrip("/") + "/"
         dst_prefix = dst_dir.rstrip("/") + "/"
         with self.lock:
+            if self._trackers:
+                self._touch_tree(src_prefix)
+                self._touch_tree(dst_prefix)
             moving = [p for p in self._entries if p.startswith(src_prefix)]
-            for path in moving:
-                self.move(path, dst_prefix + path[len(src_prefix) :])
+            self._bulk += 1
+            try:
+                for path in moving:
+                    self._move(path, dst_prefix + path[len(src_prefix) :])
+            finally:
+                self._bulk -= 1
+                self._settle()
             return len(moving)
 
     def clear(self) -> None:
@@ -156,41 +251,153 @@ class Registry:
             self._tail = float("-inf")
             self._total_bytes = 0
 
+    @contextmanager
+    def tracking(self) -> Iterator[Touched]:
+        """Record the paths that add/update_size/discard/move (and the tree variants) touch.
+
+        A rescan opens a window around scan and reconcile: a path nobody touched meanwhile
+        is as the scan saw it, so only touched paths need checking again. While any window
+        is open, reordering waits for the last one to close (the rescan's own bulk load).
+        When no window is open, recording costs one test per update.
+        """
+        touched = Touched()
+        with self.lock:
+            self._trackers.append(touched)
+            self._bulk += 1
+        try:
+            yield touched
+        finally:
+            with self.lock:
+                self._trackers.remove(touched)
+                self._bulk -= 1
+                self._settle()
+
     # -- internals ---------------------------------------------------------------
 
-    def _insert(self, path: str, entry: Entry) -> None:
-        if not self._entries:
-            self._tail = float("-inf")
-        self._entries[path] = entry
-        self._total_bytes += entry.size_bytes
-        if entry.registered_at >= self._tail:
-            self._tail = entry.registered_at
-        else:
-            self._late[path] = entry.registered_at
-            if len(self._late) > max(_REBUILD_MIN, len(self._entries) // 8):
-                self._rebuild()
+    def _touch(self, path: str) -> None:
+        for touched in self._trackers:
+            touched.paths.add(path)
 
-    def _remove(self, path: str, entry: Entry) -> None:
+    def _touch_tree(self, prefix: str) -> None:
+        for touched in self._trackers:
+            touched.trees.add(prefix)
+
+    def _add(self, path: str, registered_at: float, size_bytes: int, ino: int) -> bool:
+        old = self._entries.get(path)
+        if old is not None:
+            old_ino = old >> 128
+            if ino == 0 or old_ino == 0 or old_ino == ino:
+                # Same key, same time: assigning keeps the key's place in the order.
+                self._entries[path] = (
+                    old & _LOW64 | (size_bytes & _LOW64) << 64 | (ino or old_ino) << 128
+                )
+                self._total_bytes += size_bytes - _size(old)
+                return False
+            self._remove(path, old)
+        value = _from_bytes(_pack_bytes(registered_at, size_bytes, ino), "little")
+        self._insert(path, value, registered_at, size_bytes)
+        return True
+
+    def _add_all(self, items: Iterable[tuple[str, float, int, int]]) -> int:
+        # `_add` unrolled for new paths: a start-up rescan brings a million of them.
+        entries = self._entries
+        late = self._late
+        pack = _pack_bytes
+        from_bytes = _from_bytes
+        tail = self._tail if entries else float("-inf")
+        count_before = len(entries)
+        known_added = total = 0
+        try:
+            for path, registered_at, size_bytes, ino in items:
+                if path in entries:
+                    self._tail, self._total_bytes, total = tail, self._total_bytes + total, 0
+                    known_added += self._add(path, registered_at, size_bytes, ino)
+                    tail = self._tail if entries else float("-inf")
+                    continue
+                entries[path] = from_bytes(pack(registered_at, size_bytes, ino), "little")
+                total += size_bytes
+                if registered_at >= tail:
+                    tail = registered_at
+                else:
+                    late[path] = registered_at
+        finally:
+            self._tail = tail
+            self._total_bytes += total
+        # A known path given a new inode is replaced: new, but the count stays.
+        return len(entries) - count_before + known_added
+
+    def _move(self, src: str, dst: str) -> bool:
+        value = self._entries.get(src)
+        if value is None:
+            return False
+        self._remove(src, value)
+        replaced = self._entries.get(dst)
+        if replaced is not None:
+            self._remove(dst, replaced)
+        self._insert(dst, value, _time(value), _size(value))
+        return True
+
+    def _insert(self, path: str, value: int, registered_at: float, size_bytes: int) -> None:
+        entries = self._entries
+        if not entries:
+            self._tail = float("-inf")
+        entries[path] = value
+        self._total_bytes += size_bytes
+        if registered_at >= self._tail:
+            self._tail = registered_at
+        else:
+            self._late[path] = registered_at
+
+    def _remove(self, path: str, value: int) -> None:
         del self._entries[path]
         self._late.pop(path, None)
-        self._total_bytes -= entry.size_bytes
+        self._total_bytes -= _size(value)
 
-    def _replace(self, path: str, old: Entry, new: Entry) -> None:
-        # Same key, same time: assigning keeps the key's place in the order.
-        self._entries[path] = new
-        self._total_bytes += new.size_bytes - old.size_bytes
+    def _settle(self) -> None:
+        """Rebuild if the side table outgrew its share, unless a bulk load is still open."""
+        if not self._bulk and len(self._late) > max(_REBUILD_MIN, len(self._entries) // 8):
+            self._rebuild()
 
     def _rebuild(self) -> None:
-        ordered = sorted(self._entries.items(), key=lambda item: item[1].registered_at)
-        self._entries = dict(ordered)
-        self._late.clear()
-        self._tail = ordered[-1][1].registered_at if ordered else float("-inf")
+        entries = self._entries
+        late = self._late
+        # Two sorted runs, the in-order entries then the late ones: sort() merges them in
+        # linear time. Only the in-order entries need their time unpacked.
+        key = {path: _time(value) for path, value in entries.items() if path not in late}
+        ordered = list(key)
+        ordered += sorted(late, key=late.__getitem__)
+        key.update(late)
+        ordered.sort(key=key.__getitem__)
+        self._entries = {path: entries[path] for path in ordered}
+        self._late = {}
+        self._tail = key[ordered[-1]] if ordered else float("-inf")
 
     def _iter_oldest(self) -> Iterator[tuple[str, Entry]]:
         entries = self._entries
         late = self._late
-        in_order = ((p, e) for p, e in entries.items() if p not in late)
         if not late:
-            return in_order
-        out_of_order = sorted(((p, entries[p]) for p in late), key=lambda item: item[1][0])
-        return heapq.merge(in_order, out_of_order, key=lambda item: item[1][0])
+            return ((p, _entry(v)) for p, v in entries.items())
+        in_order = ((p, _entry(v)) for p, v in entries.items() if p not in late)
+        out_of_order = [(p, _entry(entries[p])) for p, _ in sorted(late.items(), key=_second)]
+        return heapq.merge(in_order, out_of_order, key=_age)
+
+
+def _entry(value: int) -> Entry:
+    return _make_entry(_unpack_bytes(value.to_bytes(_WIDTH, "little")))
+
+
+def _time(value: int) -> float:
+    at: float = _unpack_time((value & _LOW64).to_bytes(8, "little"))[0]
+    return at
+
+
+def _size(value: int) -> int:
+    return ((value >> 64 & _LOW64) ^ _SIGN64) - _SIGN64
+
+
+def _second(item: tuple[str, float]) -> float:
+    return item[1]
+
+
+def _age(item: tuple[str, Entry]) -> float:
+    return item[1][0]

@@ -7,10 +7,14 @@ is); entries whose file is gone are dropped; sizes and inodes are refreshed, and
 inode is a new file under an old name.
 
 The event handler keeps running during a rescan, so the scan is already stale when it is
-compared with the registry. Each discrepancy is therefore checked again with one lstat,
-while the registry lock is held, and acted on only if the lstat confirms it: a file created
-after the scan passed its directory is not dropped, one deleted after is not added. The
-lock is taken per chunk of paths so the handler is never held up for long.
+compared with the registry. `rescan` therefore opens a `Registry.tracking` window before
+the scan and keeps it open through the reconcile: a path that no event touched meanwhile
+is as the scan saw it (its lstat is as good as a new one), and a registered path the scan
+did not find in a directory it listed completely is gone. Only touched paths, and entries
+the scan cannot vouch for (a directory it could not read, an excluded name), are checked
+again with one lstat. Every change is made under the registry lock, taken per chunk of
+paths so the handler is never held up for long; a path the handler touches after the
+check is then the handler's to settle.
 """
 
 from __future__ import annotations
@@ -20,19 +24,29 @@ import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import TypeVar
 
 from loguru import logger
 
-from tempwatch.registry import Entry, Registry
-from tempwatch.scan import FileInfo, ScanResult, scan_tree
+from tempwatch.registry import Registry, Touched
+from tempwatch.scan import ScanResult, is_excluded, scan_tree
 
-__all__ = ["CHUNK_SIZE", "ROUTINE_REASONS", "ReconcileResult", "reconcile", "rescan"]
+__all__ = ["CHUNK_SIZE", "ROUTINE_REASONS", "ReconcileResult", "Scanner", "reconcile", "rescan"]
 
 ROUTINE_REASONS = frozenset({"start", "periodic"})
 """Rescans that are expected; only unexpected ones, or ones that found changes, warn."""
 
 CHUNK_SIZE = 1000
-"""Discrepancies verified per hold of the registry lock."""
+"""Discrepancies settled per hold of the registry lock."""
+
+Scanner = Callable[..., ScanResult]
+"""`scan_tree` or a stand-in with its signature."""
+
+_Lstat = Callable[[str], os.stat_result]
+_T = TypeVar("_T")
+_mtime = attrgetter("mtime")
+_as_item = attrgetter("path", "mtime", "size_bytes", "ino")  # FileInfo -> add_many's tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,46 +63,95 @@ class ReconcileResult:
         return self.added + self.removed + self.resized
 
 
+@dataclass(slots=True)
+class _Counts:
+    added: int = 0
+    removed: int = 0
+    resized: int = 0
+
+    def note(self, outcome: str) -> None:
+        if outcome == "added":
+            self.added += 1
+        elif outcome == "removed":
+            self.removed += 1
+        elif outcome == "resized":
+            self.resized += 1
+
+
 def reconcile(
     registry: Registry,
     scan: ScanResult,
     *,
-    lstat: Callable[[str], os.stat_result] = os.lstat,
+    touched: Touched | None = None,
+    base_dir: str | None = None,
+    exclude: Sequence[str] = (),
+    lstat: _Lstat = os.lstat,
     skip_paths: Collection[str] = (),
     chunk_size: int = CHUNK_SIZE,
     should_stop: Callable[[], bool] | None = None,
 ) -> ReconcileResult:
-    """Make `registry` equal to the regular files of `scan`, as confirmed by `lstat` now.
+    """Make `registry` equal to the regular files of `scan`.
 
-    Symlinks and `skip_paths` (the service's own files) are never registered. Directories
-    the scan could not read lose no entries: every entry missing from the scan is dropped
-    only if lstat says its file is gone. `should_stop` is asked between chunks; when it
-    answers True the work done so far is kept and the rest is left for the next rescan.
+    `touched`: the paths events changed since before the scan began (see
+    `Registry.tracking`). A discrepancy on any other path is settled with what the scan saw;
+    a touched one is checked again with `lstat` now. Without `touched`, every discrepancy is
+    checked. An entry missing from the scan is dropped unchecked only if it is untouched and
+    its directory was listed completely: `base_dir` (the scan's resolved root) or one the
+    scan entered, without an error, the name not matching `exclude`. So directories the scan
+    could not read lose no entries.
+
+    Symlinks and `skip_paths` (the service's own files) are never registered. `should_stop`
+    is asked between chunks; when it answers True the work done so far is kept and the rest
+    is left for the next rescan.
     """
     skip = frozenset(skip_paths)
-    on_disk: dict[str, FileInfo] = {
-        os.fspath(info.path): info
-        for info in scan.files
-        if not info.is_symlink and os.fspath(info.path) not in skip
-    }
-    # Compared without the lock (each lookup is atomic): every discrepancy is rechecked under
-    # it, and whatever the handler does meanwhile is either seen or rechecked.
-    get = registry.get
-    suspects = [path for path, info in on_disk.items() if _differs(get(path), info)]
-    with registry.lock:
-        registered = registry.times()  # a copy: taken after the scan
-    suspects.extend(path for path in registered if path not in on_disk)
-    added = removed = resized = 0
-    for chunk in _chunks(suspects, chunk_size):
+    registered = registry.paths()  # after the scan: ghosts are looked for among these
+    # Compared without the lock (each lookup is atomic): every change is decided under it,
+    # and a path an event changed since is in `touched`.
+    if registered:
+        matches = registry.matches
+        missing = [
+            i
+            for i in scan.files
+            if not (i.is_symlink or i.path in skip or matches(i.path, i.size_bytes, i.ino))
+        ]
+    else:  # the start: whatever an event registered since is in `touched`
+        missing = [i for i in scan.files if not (i.is_symlink or i.path in skip)]
+    # Oldest first: added in time order, they extend the registry's order instead of all
+    # landing in its side table of late entries.
+    missing.sort(key=_mtime)
+    ghosts: list[str] = []
+    if registered:
+        on_disk = {i.path for i in scan.files if not i.is_symlink and i.path not in skip}
+        ghosts = [path for path in registered if path not in on_disk]
+        del on_disk
+    counts = _Counts()
+    for infos in _chunks(missing, chunk_size):
+        if should_stop is not None and should_stop():
+            return _result(counts)
+        with registry.lock:
+            unsure = None if touched is None else touched.among(i.path for i in infos)
+            if unsure is None:
+                unsure = {i.path for i in infos}
+            sure = [i for i in infos if i.path not in unsure] if unsure else infos
+            added = registry.add_many(map(_as_item, sure))
+            # Each of them differed from its entry: if not new, it was resized (or its
+            # inode learnt).
+            counts.added += added
+            counts.resized += len(sure) - added
+            for path in unsure:
+                counts.note(_verify(registry, path, lstat, skip))
+    vouched = _Vouched(scan, base_dir, exclude, skip)
+    for paths in _chunks(ghosts, chunk_size):
         if should_stop is not None and should_stop():
             break
         with registry.lock:
-            for path in chunk:
-                outcome = _verify(registry, path, lstat, skip)
-                added += outcome == "added"
-                removed += outcome == "removed"
-                resized += outcome == "resized"
-    return ReconcileResult(added, removed, resized)
+            for path in paths:
+                if touched is None or path in touched or not vouched(path):
+                    counts.note(_verify(registry, path, lstat, skip))
+                elif registry.discard(path) is not None:
+                    counts.removed += 1
+    return _result(counts)
 
 
 def rescan(
@@ -100,15 +163,22 @@ def rescan(
     exclude: Sequence[str] = (),
     skip_paths: Collection[str] = (),
     should_stop: Callable[[], bool] | None = None,
+    scanner: Scanner = scan_tree,
 ) -> ReconcileResult:
     """Scan `base_dir` and reconcile `registry` with it; log one line with what changed.
 
+    The registry tracks what events touch from before the scan to the end of the reconcile
+    (`Registry.tracking`), and sorts the entries the rescan added once, at the end.
     The line is a warning (event "rescan") unless the rescan was routine and found the
     registry already right: changes found mean events were missed.
     """
     started = time.monotonic()
-    scan = scan_tree(base_dir, recursive=recursive, exclude=exclude, skip_names=skip_paths)
-    result = reconcile(registry, scan, skip_paths=skip_paths, should_stop=should_stop)
+    with registry.tracking() as touched:
+        scan = scanner(base_dir, recursive=recursive, exclude=exclude, skip_names=skip_paths)
+        result = reconcile(
+            registry, scan, touched=touched, base_dir=os.path.realpath(base_dir),
+            exclude=exclude, skip_paths=skip_paths, should_stop=should_stop,
+        )
     quiet = reason == "start" or (reason in ROUTINE_REASONS and not result.changed)
     logger.bind(
         event="rescan",
@@ -127,33 +197,64 @@ def rescan(
     return result
 
 
-def _differs(entry: Entry | None, info: FileInfo) -> bool:
-    return entry is None or entry.ino != info.ino or entry.size_bytes != info.size_bytes
+class _Vouched:
+    """Whether the scan vouches that a path it did not report is not there."""
+
+    def __init__(
+        self, scan: ScanResult, base_dir: str | None, exclude: Sequence[str], skip: frozenset[str]
+    ) -> None:
+        errors = {path for path, _ in scan.errors}
+        listed = {info.path for info in scan.dirs}
+        if base_dir is not None:
+            listed.add(base_dir.rstrip("/") or "/")
+        self._listed = listed - errors
+        self._errors = errors
+        self._prefix = None if base_dir is None else base_dir.rstrip("/") + "/"
+        self._exclude = exclude
+        self._skip = skip
+
+    def __call__(self, path: str) -> bool:
+        if path in self._skip:
+            return True  # never registered, whatever is on disk
+        if path in self._errors or path.rpartition("/")[0] not in self._listed:
+            return False
+        if not self._exclude:
+            return True
+        prefix = self._prefix
+        return (
+            prefix is not None
+            and path.startswith(prefix)
+            and not is_excluded(path[len(prefix) :], self._exclude)
+        )
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), max(1, size)):
-        yield items[start : start + size]
-
-
-def _verify(
-    registry: Registry, path: str, lstat: Callable[[str], os.stat_result], skip: frozenset[str]
-) -> str:
+def _verify(registry: Registry, path: str, lstat: _Lstat, skip: frozenset[str]) -> str:
     """Bring one path in line with what lstat says now. Call with the registry lock held."""
     try:
         st = None if path in skip else lstat(path)
     except OSError:
         st = None
-    entry = registry.get(path)
     if st is None or not stat.S_ISREG(st.st_mode):
-        if entry is None:
-            return ""
-        registry.discard(path)
-        return "removed"
-    if entry is None or entry.ino != st.st_ino:
+        return "removed" if registry.discard(path) is not None else ""
+    return _apply(registry, path, st.st_size, st.st_ino, st.st_mtime)
+
+
+def _apply(registry: Registry, path: str, size_bytes: int, ino: int, mtime: float) -> str:
+    """Make the entry of an existing regular file say `size_bytes` and `ino`."""
+    entry = registry.get(path)
+    if entry is None or entry.ino != ino:
         # add() keeps the age of an entry whose inode was never known (0).
-        return "added" if registry.add(path, st.st_mtime, st.st_size, st.st_ino) else "resized"
-    if entry.size_bytes != st.st_size:
-        registry.update_size(path, st.st_size)
+        return "added" if registry.add(path, mtime, size_bytes, ino) else "resized"
+    if entry.size_bytes != size_bytes:
+        registry.update_size(path, size_bytes)
         return "resized"
     return ""
+
+
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]
+
+
+def _result(counts: _Counts) -> ReconcileResult:
+    return ReconcileResult(counts.added, counts.removed, counts.resized)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tempwatch.registry import Registry
-from tempwatch.rescan import ReconcileResult, reconcile
-from tempwatch.scan import scan_tree
+from tempwatch.rescan import ReconcileResult, reconcile, rescan
+from tempwatch.scan import ScanResult, scan_tree
 
 
 @pytest.fixture
@@ -111,3 +112,107 @@ def test_discrepancies_are_verified_under_the_registry_lock(base: Path) -> None:
     result = reconcile(registry, scan_tree(base), lstat=lstat_probe, chunk_size=2)
     assert result.added == 5
     assert held == [True] * 5
+
+
+def test_changes_during_the_scan_are_neither_lost_nor_ghosted(base: Path) -> None:
+    kept = make_file(base / "kept")
+    doomed = make_file(base / "doomed")
+    grown = make_file(base / "grown")
+    born = base / "born"
+    registry = Registry()
+    registry.add(str(kept), 1.0, 1, kept.stat().st_ino)
+    registry.add(str(grown), 2.0, 1, grown.stat().st_ino)
+
+    def scanner(*args: Any, **kwargs: Any) -> ScanResult:
+        scan = scan_tree(*args, **kwargs)
+        # After the listing, before the reconcile: changes on disk, and what the event
+        # handler does about them (it discards a deleted path whether known or not).
+        doomed.unlink()
+        registry.discard(str(doomed))
+        born.write_bytes(b"new")
+        registry.add(str(born), 50.0, 3, born.stat().st_ino)
+        grown.write_bytes(b"12345")
+        registry.update_size(str(grown), 5)
+        return scan
+
+    result = rescan(registry, str(base), reason="test", scanner=scanner)
+    assert str(doomed) not in registry, "deleted during the scan: not ghosted"
+    assert registry.get(str(born)) == (50.0, 3, born.stat().st_ino), "created: not lost"
+    assert registry.get(str(grown)) == (2.0, 5, grown.stat().st_ino), "grown: size not stale"
+    assert set(registry.times()) == {str(kept), str(grown), str(born)}
+    assert result == ReconcileResult(added=0, removed=0, resized=0)
+
+
+def test_events_between_chunks_are_respected(base: Path) -> None:
+    first = make_file(base / "first", mtime=1.0)
+    second = make_file(base / "second", mtime=2.0)
+    registry = Registry()
+    chunks_done: list[int] = []
+
+    def between_chunks() -> bool:
+        chunks_done.append(len(chunks_done))
+        if len(chunks_done) == 2:  # after "first" was added, before "second" is
+            second.unlink()
+            registry.discard(str(second))
+        return False
+
+    with registry.tracking() as touched:
+        scan = scan_tree(base)
+        result = reconcile(
+            registry, scan, touched=touched, base_dir=str(base), chunk_size=1,
+            should_stop=between_chunks,
+        )
+    assert set(registry.times()) == {str(first)}
+    assert result.added == 1
+
+
+def test_untouched_discrepancies_take_the_scans_word(base: Path) -> None:
+    new = make_file(base / "new", b"abc", mtime=7.0)
+    resized = make_file(base / "resized", b"12345")
+    evented = base / "evented"
+    registry = Registry()
+    registry.add(str(resized), 3.0, 1, resized.stat().st_ino)
+    registry.add(str(base / "ghost"), 4.0, 10, 999)
+    lstat_calls: list[str] = []
+
+    def counting_lstat(path: str) -> os.stat_result:
+        lstat_calls.append(path)
+        return os.lstat(path)
+
+    with registry.tracking() as touched:
+        scan = scan_tree(base)
+        make_file(evented)  # created after the scan, registered by its event
+        registry.add(str(evented), 60.0, 1, evented.stat().st_ino)
+        result = reconcile(
+            registry, scan, touched=touched, base_dir=str(base), lstat=counting_lstat
+        )
+    assert lstat_calls == [str(evented)], "only the touched path is looked at again"
+    assert result == ReconcileResult(added=1, removed=1, resized=1)
+    assert registry.get(str(new)) == (7.0, 3, new.stat().st_ino)
+    assert registry.get(str(resized)) == (3.0, 5, resized.stat().st_ino)
+    assert str(evented) in registry and str(base / "ghost") not in registry
+
+
+def test_a_rescan_drops_unchecked_only_what_the_scan_vouches_for(base: Path) -> None:
+    in_excluded_dir = make_file(base / "unread" / "f")
+    excluded_name = make_file(base / "app.log")
+    in_failed_listing = make_file(base / "partly" / "f")
+    registry = Registry()
+    for path in (in_excluded_dir, excluded_name, in_failed_listing):
+        registry.add(str(path), 1.0, 1, path.stat().st_ino)
+    registry.add(str(base / "ghost"), 2.0, 1, 999)
+    registry.add(str(base / "partly" / "ghost"), 2.0, 1, 998)
+
+    def scanner(*args: Any, **kwargs: Any) -> ScanResult:
+        scan = scan_tree(*args, **kwargs)
+        # As if listing "partly" had failed midway and missed "f".
+        scan.files = [info for info in scan.files if info.path != str(in_failed_listing)]
+        scan.errors.append((str(base / "partly"), "[Errno 5] Input/output error"))
+        return scan
+
+    result = rescan(
+        registry, str(base), reason="test", exclude=["unread", "*.log"], scanner=scanner
+    )
+    assert set(registry.times()) == {str(in_excluded_dir), str(excluded_name),
+                                     str(in_failed_listing)}
+    assert result.removed == 2

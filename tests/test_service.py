@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import os
 import subprocess
@@ -247,7 +248,9 @@ def test_burst_larger_than_the_inotify_queue_ends_exact(base: Path) -> None:
         on_disk = files_in(base)
         wait_for(lambda: set(service.registry.times()) == on_disk, timeout=30,
                  message="registry equal to the directory")
-        assert service.stats.rescans >= 2  # the start, then at least one after the overflow
+        # The start, then at least one after the overflow (the events seen meanwhile may
+        # have made the registry right before that rescan is counted).
+        wait_for(lambda: service.stats.rescans >= 2, timeout=30, message="rescan after overflow")
     finally:
         service.stop()
 
@@ -379,3 +382,31 @@ def test_stale_lock_file_of_a_dead_process_is_taken_over(base: Path) -> None:
         assert lock.is_held
         assert (base / LOCK_FILE_NAME).read_text() == f"{os.getpid()}\n"
     assert not (base / LOCK_FILE_NAME).exists()
+
+
+def test_start_registers_existing_files_oldest_first(base: Path) -> None:
+    # Listing order is not age order: the start's bulk load must still come out sorted.
+    mtimes = [5_000.0, 1_000.0, 3_000.0, 2_000.0, 4_000.0, 1_500.0]
+    for index, mtime in enumerate(mtimes):
+        path = base / f"d{index % 2}" / f"f{index}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * index)
+        os.utime(path, (mtime, mtime))
+    with Service(make_config(base)) as service:
+        listed = service.registry.oldest_first()
+        assert [entry.registered_at for _, entry in listed] == sorted(mtimes)
+        assert service.registry.total_bytes == sum(range(len(mtimes)))
+
+
+def test_the_garbage_collector_is_left_as_it_was_found(base: Path) -> None:
+    (base / "f").write_bytes(b"x")
+    assert gc.isenabled()
+    with Service(make_config(base)) as service:
+        assert str(base / "f") in service.registry
+        assert gc.isenabled(), "paused for the start's rescan only"
+    gc.disable()
+    try:
+        with Service(make_config(base)) as service:
+            assert not gc.isenabled(), "a program that turned it off keeps it off"
+    finally:
+        gc.enable()
