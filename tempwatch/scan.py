@@ -19,6 +19,7 @@ import stat
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from tempwatch.deleter import FileId
 from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id
@@ -32,9 +33,12 @@ _S_IFLNK = stat.S_IFLNK
 _S_IFDIR = stat.S_IFDIR
 
 
-@dataclass(frozen=True, slots=True)
-class FileInfo:
-    """A regular file or a symlink found by the scan (symlinks are deletable, not followed)."""
+class FileInfo(NamedTuple):
+    """A regular file or a symlink found by the scan (symlinks are deletable, not followed).
+
+    A named tuple rather than a frozen dataclass: a scan builds one per file, and a start
+    over a million files felt the difference (about 0.4 against 1 µs each).
+    """
 
     path: str  # absolute; non-UTF-8 names via surrogateescape, as os.fsdecode gives
     size_bytes: int
