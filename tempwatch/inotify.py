@@ -14,6 +14,7 @@ import errno
 import os
 import select
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -40,6 +41,10 @@ class EventSink(Protocol):
 
     def created(self, path: str) -> None: ...
     def closed(self, path: str) -> None: ...
+    def written(self, files: list[tuple[str, bool]]) -> None:
+        """Files created (False) or closed after writing (True), in order, from one read."""
+        ...
+
     def deleted(self, path: str) -> None: ...
     def root_deleted(self) -> None: ...
     def file_moved(self, src: str, dst: str) -> None: ...
@@ -50,10 +55,20 @@ class EventSink(Protocol):
 _IN = InotifyConstants
 _CLOSE_WRITE = _IN.IN_CLOSE_WRITE
 _CREATE_FILE = _IN.IN_CREATE | _IN.IN_ISDIR
+# The events of a file being written, the bulk of any load: handed over a read's run at once.
+_WRITTEN = _IN.IN_CREATE | _IN.IN_CLOSE_WRITE
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+_MAX_DIR_NAMES = 4096  # decoded directory paths kept (one per directory written to)
 # Handled by watchdog's own bookkeeping: a removed watch, a lost queue.
 _BOOKKEEPING = _IN.IN_IGNORED | _IN.IN_Q_OVERFLOW
 _HEADER = struct.Struct("iIII")  # struct inotify_event, before its name
 _READ_BUFFER_BYTES = 256 * 1024  # a few thousand events per read: fewer wake-ups under load
+# After a read that did not fill the buffer, the reader lets events gather this long before
+# reading again. Read as they came (a few events each), every read handed the GIL back and
+# forth with the emitter thread, stalling it at each of its lstat calls. The kernel queue
+# (16384 events by default) holds far more than arrives meanwhile at any rate we follow.
+_READ_PAUSE_SECONDS = 0.001
 # Reads not handled yet, at most (about a million events): beyond it, an overflow.
 _MAX_BACKLOG_BYTES = 32 * 1024 * 1024
 # After an overflow the watches are checked once the queue is drained, or at the latest this
@@ -61,7 +76,6 @@ _MAX_BACKLOG_BYTES = 32 * 1024 * 1024
 _REWATCH_MAX_DELAY_SECONDS = 1.0
 
 _RawEvent = tuple[int, int, int, bytes]  # wd, mask, cookie, name
-
 
 
 @dataclass(slots=True)
@@ -92,7 +106,7 @@ class _InotifyFD(InotifyFD):
     let a burst overflow it. This one only moves each read into the group's backlog; the
     emitter thread handles it (`_WatchGroup.handle_next`). watchdog's own pipeline (a move
     pairing delay queue, the emitter, an event queue, the dispatcher) cost three thread hops
-    per event; here it is one per read.
+    per event; here it is one per read, and a read is at most about one per millisecond.
     """
 
     group: _WatchGroup | None = None
@@ -103,6 +117,8 @@ class _InotifyFD(InotifyFD):
             group = self.group
             if buffer and group is not None:
                 group.enqueue(buffer)
+            if 0 < len(buffer) < _READ_BUFFER_BYTES // 2:
+                self.stopped_event.wait(_READ_PAUSE_SECONDS)  # a stop still ends it at once
 
     def is_readable(self) -> bool:
         """Whether the kernel queue holds events not read yet."""
@@ -113,11 +129,13 @@ class _InotifyFD(InotifyFD):
 class _WatchGroup(InotifyWatchGroup):
     """watchdog's recursive watch, turning each read's events into registry updates at once.
 
-    Runs on the inotify reader thread. Pairs renames itself: an IN_MOVED_FROM waits for its
-    IN_MOVED_TO until an event about a related path arrives or the queue is drained, and is
-    then a move out of the tree. After a queue overflow it re-walks the tree once, when the
-    queue is drained (or at most `_REWATCH_MAX_DELAY_SECONDS` later), without dropping the
-    watches it has: only directories created or moved meanwhile gain a watch.
+    Runs on the emitter thread. Hands the creates and closes of files to the sink a run at
+    a time (`EventSink.written`), in order with the other events. Pairs renames itself: an
+    IN_MOVED_FROM waits for its IN_MOVED_TO until an event about a related path arrives or
+    the queue is drained, and is then a move out of the tree. After a queue overflow it
+    re-walks the tree once, when the queue is drained (or at most
+    `_REWATCH_MAX_DELAY_SECONDS` later), without dropping the watches it has: only
+    directories created or moved meanwhile gain a watch.
     """
 
     hooks: Hooks = field(kw_only=True)
@@ -127,6 +145,7 @@ class _WatchGroup(InotifyWatchGroup):
     _backlog: deque[bytes | None] = field(default_factory=deque, init=False)
     _backlog_bytes: int = field(default=0, init=False)
     _backlog_ready: threading.Condition = field(default_factory=threading.Condition, init=False)
+    _dir_names: dict[bytes, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if isinstance(self._inotify_fd, _InotifyFD):
@@ -169,8 +188,9 @@ class _WatchGroup(InotifyWatchGroup):
         else:
             self._handle_buffer(buffer)
         fd = self._inotify_fd
-        readable = isinstance(fd, _InotifyFD) and fd.is_readable()
-        self.after_read(has_more=bool(self._backlog) or readable)
+        # The backlog first: a select() per read is a GIL hand-off per read.
+        has_more = bool(self._backlog) or (isinstance(fd, _InotifyFD) and fd.is_readable())
+        self.after_read(has_more=has_more)
 
     def _handle_buffer(self, buffer: bytes) -> None:
         events: list[_RawEvent] = []
@@ -201,6 +221,7 @@ class _WatchGroup(InotifyWatchGroup):
             # A file created and closed within one read costs one lstat, at the close.
             last_close = {(e[0], e[3]): i for i, e in enumerate(events) if e[1] & _CLOSE_WRITE}
             watched_paths = self._active_callbacks_by_watch
+            written: list[tuple[str, bool]] = []
             for index, (wd, mask, cookie, name) in enumerate(events):
                 is_file_create = (mask & _CREATE_FILE) == _IN.IN_CREATE
                 if is_file_create and last_close.get((wd, name), -1) > index:
@@ -208,13 +229,40 @@ class _WatchGroup(InotifyWatchGroup):
                 watched = watched_paths.get(WatchDescriptor(wd))
                 if watched is None:
                     continue  # its watch is gone: a removed directory
+                if mask & _WRITTEN and name and not (mask & _IN.IN_ISDIR or self._pending_moves):
+                    # Decoded here, once per name: the watcher needs str paths.
+                    directory = self._dir_name(watched)
+                    written.append((directory + name.decode(_FS_ENCODING, _FS_ERRORS),
+                                    bool(mask & _CLOSE_WRITE)))
+                    continue
+                if written:
+                    self._written(written)  # before what follows: it may be about them
+                    written = []
                 path = os.path.join(watched, name) if name else watched
                 try:
                     root_gone |= self._handle(mask, cookie, path)
                 except Exception:
                     self.hooks.handler.failed(f"mask {mask:#x} on {path!r}")
+            if written:
+                self._written(written)
         if root_gone:
             self.on_root_gone()  # stops the emitter, which takes this group's lock
+
+    def _written(self, files: list[tuple[str, bool]]) -> None:
+        try:
+            self.hooks.handler.written(files)
+        except Exception:
+            self.hooks.handler.failed(f"{len(files)} files written, from {files[0][0]!r}")
+
+    def _dir_name(self, directory: bytes) -> str:
+        """`directory` decoded, with a trailing slash (cached: a read names few directories)."""
+        name = self._dir_names.get(directory)
+        if name is None:
+            if len(self._dir_names) >= _MAX_DIR_NAMES:
+                self._dir_names.clear()
+            name = os.fsdecode(directory).rstrip("/") + "/"
+            self._dir_names[directory] = name
+        return name
 
     def _handle(self, mask: int, cookie: int, path: bytes) -> bool:
         if self._pending_moves and not (mask & _IN.IN_MOVED_TO and cookie in self._pending_moves):

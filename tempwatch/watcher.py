@@ -5,9 +5,10 @@ With inotify, watchdog's reader thread only
 drains the kernel queue into a bounded backlog and the emitter thread turns each read into
 registry updates directly (no per-event hops through watchdog's queues); with polling, the
 handler runs on watchdog's dispatcher thread. Either way it does as little as possible: one
-lstat per file (a file created and closed within one read costs one), then one short
-registry update. It never unlinks, never scans processes, and never lets a handler
-exception escape.
+lstat per file (a file created and closed within one read costs one), then the registry
+updates of a read's files under one hold of the registry lock, and `on_change` once per
+read. It never unlinks, never scans processes, and never lets a handler exception escape
+(a failure on one file costs that file only).
 
 What the handler does with each event:
 
@@ -15,8 +16,8 @@ What the handler does with each event:
   and inode. Symlinks, FIFOs, sockets and devices are never registered.
 - deleted: dropped. Moved out of the tree: dropped (a directory: its whole subtree).
 - renamed inside the tree: the entry moves and keeps its age (a directory: its subtree).
-- closed after writing: the size is refreshed and `on_change` is called so that the limits
-  are checked at once.
+- closed after writing: the size is refreshed, `on_closed` is called for the file and
+  `on_change` (once for the read's files) so that the limits are checked at once.
 - attrib (chmod, touch) and modify events are not even subscribed to with inotify: they
   neither register nor reset an age. (The polling observer has no close event; there a
   modification refreshes the size, never the age.)
@@ -120,48 +121,80 @@ class _Handler(FileSystemEventHandler):
         patterns = self._w.exclude
         return bool(patterns) and is_excluded(path[len(self._prefix) :], patterns)
 
-    def _lstat_regular(self, path: str) -> os.stat_result | None:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None  # gone already: nothing to register
-        # Another filesystem mounted below base_dir is not ours to clean (the scan skips it).
-        return st if stat.S_ISREG(st.st_mode) and st.st_dev == self._w.base_dev else None
-
     def created(self, path: str) -> None:
         """A new regular file (or one moved in) is registered now; anything else never."""
-        if self._is_ignored(path):
-            return
-        st = self._lstat_regular(path)
-        if st is None:
-            return
-        w = self._w
-        if w.registry.add(path, w.clock(), st.st_size, st.st_ino):
-            w.registered_total += 1
-            logger.bind(event="registered", path=path, size_bytes=st.st_size).debug(
-                "registered {}", path
-            )
-        w._changed()
+        self.written([(path, False)])
 
     def closed(self, path: str) -> None:
         """Closed after writing (or modified, when polling): refresh the size."""
-        if self._is_ignored(path):
+        self.written([(path, True)])
+
+    def written(self, files: list[tuple[str, bool]]) -> None:
+        """Files created (False) or closed after writing (True): register or refresh each.
+
+        A whole read's worth at once: the lstat calls first, then the registry updates under
+        one hold of its lock, then the logs and callbacks outside it; `on_change` once.
+        """
+        found = self._stat_regular(files)
+        if not found:
             return
-        st = self._lstat_regular(path)
-        if st is None:
-            return
-        w = self._w
-        # add() keeps the age of a known file and restarts it only if the inode changed;
-        # a file first seen at its close (created before its directory was watched, or
-        # created and closed within one read) is new.
-        if w.registry.add(path, w.clock(), st.st_size, st.st_ino):
-            w.registered_total += 1
-            logger.bind(event="registered", path=path, size_bytes=st.st_size).debug(
-                "registered {}", path
+        new = self._register(found)
+        on_closed = self._w.on_closed
+        if on_closed is not None:
+            for path, size_bytes, _, is_close in found:
+                if is_close:
+                    try:
+                        on_closed(path, size_bytes)
+                    except Exception as error:
+                        self._failed_with(error, path)
+        self._w._changed()
+        for path, size_bytes in new:
+            # Fields as keywords, not bind(): no Logger object per file when debug is off.
+            logger.debug(
+                "registered {}", path, event="registered", path=path, size_bytes=size_bytes
             )
-        if w.on_closed is not None:
-            w.on_closed(path, st.st_size)
-        w._changed()
+
+    def _stat_regular(self, files: list[tuple[str, bool]]) -> list[tuple[str, int, int, bool]]:
+        """(path, size, inode, is_close) of those of `files` that are ours and regular."""
+        base_dev = self._w.base_dev
+        found: list[tuple[str, int, int, bool]] = []
+        for path, is_close in files:
+            if self._is_ignored(path):
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue  # gone already: nothing to register
+            # Another filesystem mounted below base_dir is not ours to clean (the scan skips
+            # it); symlinks, FIFOs, sockets and devices are never registered.
+            if stat.S_ISREG(st.st_mode) and st.st_dev == base_dev:
+                found.append((path, st.st_size, st.st_ino, is_close))
+        return found
+
+    def _register(self, found: list[tuple[str, int, int, bool]]) -> list[tuple[str, int]]:
+        """Add each found file to the registry; return (path, size) of those that were new."""
+        w = self._w
+        registry, clock = w.registry, w.clock
+        new: list[tuple[str, int]] = []
+        errors: list[tuple[str, Exception]] = []
+        with registry.lock:
+            for path, size_bytes, ino, _ in found:
+                try:
+                    # add() keeps the age of a known file and restarts it only if the inode
+                    # changed; a file first seen at its close (created before its directory
+                    # was watched, or created and closed within one read) is new.
+                    if registry.add(path, clock(), size_bytes, ino):
+                        new.append((path, size_bytes))
+                except Exception as error:
+                    errors.append((path, error))  # reported outside the lock
+        w.registered_total += len(new)
+        for path, failure in errors:
+            self._failed_with(failure, path)
+        return new
+
+    def _failed_with(self, error: Exception, what: object) -> None:
+        logger.opt(exception=error).bind(event="watcher-error").error("failed to handle {}", what)
+        self._w._missed("handler error")
 
     def deleted(self, path: str) -> None:
         """A file was unlinked."""
@@ -197,11 +230,12 @@ class Watcher:
     `observer` is "inotify", "polling" or "auto" (inotify, falling back to polling with a
     warning when the inotify watch or instance limit is reached). `skip_paths` are absolute
     paths never registered (the service's own lock and log files); `exclude` are globs
-    matched against the path relative to `base_dir`. `on_change` is called after every
-    registration or size change, `on_closed(path, size_bytes)` after a file is closed after
-    writing, `on_overflow` when the inotify queue overflowed (events were lost), and
-    `on_missed(reason)` when events may have been missed otherwise. All callbacks run on
-    watchdog's threads: they must be quick and must not block.
+    matched against the path relative to `base_dir`. `on_change` is called after
+    registrations or size changes (once for all those of one inotify read),
+    `on_closed(path, size_bytes)` after each file closed after writing, `on_overflow` when
+    the inotify queue overflowed (events were lost), and `on_missed(reason)` when events may
+    have been missed otherwise. All callbacks run on watchdog's threads: they must be quick
+    and must not block.
     """
 
     def __init__(

@@ -178,6 +178,93 @@ def test_nested_mkdir_then_create(base: Path) -> None:
         wait_for(registered(registry, deep / "later.tmp"), message="later file registered")
 
 
+class HeldClock:
+    """A clock whose first reading blocks until released, holding the emitter thread so that
+    the events of the files made meanwhile are handled together, as one read's batch; the
+    readings listed in `failing` raise."""
+
+    def __init__(self, failing: frozenset[int] = frozenset()) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._failing = failing
+        self._calls = itertools.count()
+
+    def __call__(self) -> float:
+        n = next(self._calls)
+        if n == 0:
+            self.entered.set()
+            self.release.wait(10)
+        if n in self._failing:
+            raise RuntimeError(f"clock reading {n} broke")
+        return 1000.0 + n
+
+
+def make_files_while_held(
+    base: Path, clock: HeldClock, names: list[str], *, written: bool = True
+) -> None:
+    """Make `names` while the emitter is held; each written with its index in bytes, or
+    (written=False) only created, opened read-only: one event per file, one clock reading."""
+    (base / "first").write_bytes(b"")
+    wait_for(clock.entered.is_set, message="the emitter reading the clock for 'first'")
+    for index, name in enumerate(names):
+        fd = os.open(base / name, os.O_CREAT | (os.O_WRONLY if written else os.O_RDONLY), 0o600)
+        if written:
+            os.write(fd, b"x" * index)
+        os.close(fd)
+    clock.release.set()
+
+
+def test_a_failure_on_one_file_of_a_batch_spares_the_others(base: Path) -> None:
+    clock = HeldClock(failing=frozenset({5}))
+    missed: list[str] = []
+    names = [f"f{i:02d}" for i in range(40)]
+    with watching(base, clock=clock, on_missed=missed.append) as (watcher, registry):
+        make_files_while_held(base, clock, names, written=False)
+        wait_for(lambda: missed, message="the failure reported as missed events")
+        settle(registry, base)
+        held = [name for name in names if str(base / name) in registry]
+        assert len(held) == len(names) - 1, f"only {held} registered"
+        assert str(base / "first") in registry
+        assert missed == ["handler error"]
+        assert watcher.is_alive
+
+
+def test_every_closed_file_of_a_batch_is_reported_once_with_its_size(base: Path) -> None:
+    clock = HeldClock()
+    closed: list[tuple[str, int]] = []
+    changes = threading.Semaphore(0)
+    names = [f"f{i:02d}" for i in range(40)]
+
+    def on_closed(path: str, size_bytes: int) -> None:
+        if path.endswith("/f07"):
+            raise RuntimeError("callback broke")  # must not cost the other files theirs
+        closed.append((path, size_bytes))
+
+    with watching(base, clock=clock, on_closed=on_closed, on_change=changes.release) as (
+        _,
+        registry,
+    ):
+        make_files_while_held(base, clock, names)
+        settle(registry, base)
+        assert all(str(base / name) in registry for name in names)
+        expected = [(str(base / name), index) for index, name in enumerate(names)]
+        del expected[7]
+        paths = {path for path, _ in expected} | {str(base / "f07")}
+        assert sorted(c for c in closed if c[0] in paths) == expected
+        assert changes.acquire(timeout=1)
+        entry = registry.get(str(base / "f39"))
+        assert entry is not None and entry.size_bytes == 39
+
+
+def test_a_name_that_is_not_utf8_is_registered_under_its_fsdecoded_path(base: Path) -> None:
+    with watching(base) as (_, registry):
+        raw = os.path.join(os.fsencode(base), b"caf\xe9-\xff.tmp")
+        with open(raw, "wb") as f:
+            f.write(b"abc")
+        wait_for(lambda: (e := registry.get(os.fsdecode(raw))) is not None and e.size_bytes == 3,
+                 message="the undecodable name registered")
+
+
 def test_chmod_and_touch_neither_reregister_nor_reset_age(base: Path) -> None:
     with watching(base, clock=Clock()) as (_, registry):
         path = base / "a.tmp"
