@@ -20,9 +20,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from loguru import logger
 from watchdog.observers.api import BaseObserver, EventQueue, ObservedWatch
 from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
 from watchdog.observers.inotify_c import (
@@ -33,23 +32,9 @@ from watchdog.observers.inotify_c import (
     WatchDescriptor,
 )
 
-__all__ = ["EventSink", "Hooks", "InotifyObserver", "call_safely"]
+from tempwatch.eventsink import Hooks, call_safely
 
-
-class EventSink(Protocol):
-    """What the inotify layer reports, path by path (the watcher's handler)."""
-
-    def created(self, path: str) -> None: ...
-    def closed(self, path: str) -> None: ...
-    def written(self, files: list[tuple[str, bool]]) -> None:
-        """Files created (False) or closed after writing (True), in order, from one read."""
-        ...
-
-    def deleted(self, path: str) -> None: ...
-    def root_deleted(self) -> None: ...
-    def file_moved(self, src: str, dst: str) -> None: ...
-    def dir_moved(self, src: str, dst: str) -> None: ...
-    def failed(self, what: str) -> None: ...
+__all__ = ["InotifyObserver"]
 
 
 _IN = InotifyConstants
@@ -76,23 +61,6 @@ _MAX_BACKLOG_BYTES = 32 * 1024 * 1024
 _REWATCH_MAX_DELAY_SECONDS = 1.0
 
 _RawEvent = tuple[int, int, int, bytes]  # wd, mask, cookie, name
-
-
-@dataclass(slots=True)
-class Hooks:
-    """Where the inotify layer sends what it reads, and what watchdog would only log or swallow."""
-
-    handler: EventSink
-    overflow: Callable[[], None]
-    unwatched: Callable[[str], None]
-
-
-def call_safely(hook: Callable[..., None], *args: Any) -> None:
-    # Hooks run on watchdog's inotify reader thread, which has no guard of its own.
-    try:
-        hook(*args)
-    except Exception:
-        logger.opt(exception=True).bind(event="watcher-error").error("watcher hook failed")
 
 
 def _is_related(a: bytes, b: bytes) -> bool:

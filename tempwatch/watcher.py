@@ -54,7 +54,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from tempwatch.errors import TempwatchError
-from tempwatch.inotify import Hooks, InotifyObserver, call_safely
+from tempwatch.eventsink import Hooks, call_safely
+from tempwatch.inotify import InotifyObserver
 from tempwatch.registry import Registry
 from tempwatch.scan import is_excluded
 
