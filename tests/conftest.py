@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +20,19 @@ def no_thread_outlives_its_test() -> Iterator[None]:
             break
         time.sleep(0.01)
     assert not leaked, f"threads outlived the test: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    """An empty directory to act as base_dir."""
+    directory = tmp_path / "base"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """An empty directory beside base_dir, for sentinels that must survive."""
+    directory = tmp_path / "outside"
+    directory.mkdir()
+    return directory

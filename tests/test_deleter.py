@@ -21,20 +21,6 @@ root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root (mounts, chown, c
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    directory = tmp_path / "base"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    directory = tmp_path / "outside"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
 def sentinel(outside: Path) -> Path:
     path = outside / "sentinel"
     path.write_bytes(b"must survive")

@@ -28,20 +28,6 @@ root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root (mounts)")
 Item = tuple[str, FileId | None]
 
 
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    directory = tmp_path / "base"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    directory = tmp_path / "outside"
-    directory.mkdir()
-    return directory
-
-
 def _write(path: Path, data: bytes = b"data") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

@@ -24,13 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    directory = tmp_path / "base"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
 def outside(tmp_path: Path) -> Path:
     directory = tmp_path / "outside"
     directory.mkdir()
