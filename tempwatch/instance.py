@@ -1,4 +1,5 @@
-"""One service per base_dir: an flock'ed lock file in base_dir that holds the owner's pid.
+"""One service per base_dir: it is created 0700 if missing, and claimed with an flock'ed lock file
+that holds the owner's pid.
 
 The lock is the kernel's flock, so it is released when the process dies, even by kill -9:
 a stale file never blocks a restart. The file is opened without following symlinks and
@@ -17,14 +18,31 @@ import os
 import stat
 from pathlib import Path
 
+from loguru import logger
+
 from tempwatch.errors import AlreadyRunningError, TempwatchError
 
-__all__ = ["LOCK_FILE_NAME", "InstanceLock"]
+__all__ = ["BASE_DIR_MODE", "LOCK_FILE_NAME", "InstanceLock", "ensure_base_dir"]
 
 LOCK_FILE_NAME = ".tempwatch.lock"
+BASE_DIR_MODE = 0o700
+"""Mode of a base_dir the service creates: nobody else can plant files in it."""
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _ATTEMPTS = 5
+
+
+def ensure_base_dir(base_dir: str) -> None:
+    """Create base_dir (mode 0700) if it is missing; its parent must exist."""
+    try:
+        os.mkdir(base_dir, mode=BASE_DIR_MODE)
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise TempwatchError(f"cannot create base_dir {base_dir}: {e.strerror}") from e
+    logger.bind(event="created-base-dir", path=base_dir).info(
+        "created {} (mode {:o})", base_dir, BASE_DIR_MODE
+    )
 
 
 class InstanceLock:

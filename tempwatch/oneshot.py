@@ -6,11 +6,9 @@ service decide and delete; the limits apply too, oldest first.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -24,7 +22,7 @@ from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Entry, Registry
-from tempwatch.scan import DirInfo, FileInfo, ScanResult, scan_tree
+from tempwatch.scan import DirInfo, FileInfo, ScanResult, collector_paused, scan_tree
 
 __all__ = [
     "DiskState",
@@ -85,23 +83,8 @@ def clean_once(
 
     Raises TempwatchError if base_dir is missing.
     """
-    with _collector_paused():
+    with collector_paused():
         return _clean_once(config, listener, clock, sweep)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    # A pass allocates a few objects per file and frees few until it ends, so the cyclic
-    # collector's full sweeps would rescan the scan's findings over and over for nothing
-    # to collect (about a tenth of a 100,000-file clean). Cycles made meanwhile are
-    # collected once it is back on.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _clean_once(

@@ -30,7 +30,7 @@ from typing import TypeVar
 from loguru import logger
 
 from tempwatch.registry import Registry, Touched
-from tempwatch.scan import ScanResult, is_excluded, scan_tree
+from tempwatch.scan import ScanResult, collector_paused, is_excluded, scan_tree
 
 __all__ = ["CHUNK_SIZE", "ROUTINE_REASONS", "ReconcileResult", "Scanner", "reconcile", "rescan"]
 
@@ -173,7 +173,7 @@ def rescan(
     registry already right: changes found mean events were missed.
     """
     started = time.monotonic()
-    with registry.tracking() as touched:
+    with collector_paused(), registry.tracking() as touched:
         scan = scanner(base_dir, recursive=recursive, exclude=exclude, skip_names=skip_paths)
         result = reconcile(
             registry, scan, touched=touched, base_dir=os.path.realpath(base_dir),

@@ -13,10 +13,12 @@ It is a snapshot of a moving tree: the deleter re-checks everything before actin
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import stat
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -24,7 +26,8 @@ from typing import NamedTuple
 from tempwatch.deleter import FileId
 from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id
 
-__all__ = ["DirInfo", "FileInfo", "ScanResult", "is_excluded", "scan_tree"]
+__all__ = [
+    "collector_paused","DirInfo", "FileInfo", "ScanResult", "is_excluded", "scan_tree"]
 
 # Plain module constants: read in the hot loop, where `stat.S_IFREG` would cost an extra lookup.
 _S_IFMT = 0o170000
@@ -403,3 +406,21 @@ def _class(body: str) -> str:
     # Escape every member but the range dash, so "[[]" or "[&&]" are plain characters to re.
     members = "".join(ch if ch == "-" else re.escape(ch) for ch in body)
     return f"[^/{members}]" if negate else f"(?!/)[{members}]"
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection for the duration (as it was before, afterwards).
+
+    A scan and what is built from it (a reconcile, a cleanup plan) make a few objects per
+    file and free them only at the end, so each of the collector's full sweeps would walk
+    every one of them for nothing to collect: about a tenth of a start-up over a million
+    files, or of a 100,000-file clean. Cycles made meanwhile are collected once it is on.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -20,12 +20,9 @@ Exiting stops every thread and joins it with a shared deadline (under two second
 from __future__ import annotations
 
 import dataclasses
-import gc
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from loguru import logger
@@ -35,7 +32,7 @@ from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.enforcer import Enforcer
 from tempwatch.errors import TempwatchError
-from tempwatch.instance import InstanceLock
+from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.oneshot import deleter_for, limits_of, own_files, remove_empty_dirs
 from tempwatch.openfiles import (
     NO_OPEN_FILES,
@@ -48,10 +45,7 @@ from tempwatch.rescan import ReconcileResult, rescan
 from tempwatch.scan import is_excluded, scan_tree
 from tempwatch.watcher import Watcher
 
-__all__ = ["BASE_DIR_MODE", "Service", "ServiceStats"]
-
-BASE_DIR_MODE = 0o700
-"""Mode of a base_dir the service creates: nobody else can plant files in it."""
+__all__ = ["Service", "ServiceStats"]
 
 _STOP_SECONDS = 1.5  # the whole stop, all joins together
 _RESTART_RETRY_SECONDS = 5.0
@@ -150,7 +144,7 @@ class Service:
 
     def start(self) -> None:
         """Create base_dir if needed, lock it, watch it, register what is there, start threads."""
-        self._ensure_base_dir()
+        ensure_base_dir(self._base_dir)
         self._instance.acquire()
         try:
             self._started_at = self._clock()
@@ -388,11 +382,10 @@ class Service:
 
     def _rescan(self, reason: str) -> ReconcileResult:
         watch = self._config.watch
-        with _cyclic_gc_paused():
-            result = rescan(
-                self.registry, self._base_dir, reason=reason, recursive=watch.recursive,
-                exclude=watch.exclude, skip_paths=self._own, should_stop=self._stopping.is_set,
-            )
+        result = rescan(
+            self.registry, self._base_dir, reason=reason, recursive=watch.recursive,
+            exclude=watch.exclude, skip_paths=self._own, should_stop=self._stopping.is_set,
+        )
         self._rescans += 1
         self._registered_by_rescan += result.added
         if result.added or result.resized:
@@ -400,17 +393,6 @@ class Service:
         return result
 
     # -- helpers ------------------------------------------------------------------
-
-    def _ensure_base_dir(self) -> None:
-        try:
-            os.mkdir(self._base_dir, mode=BASE_DIR_MODE)  # its parent must exist
-        except FileExistsError:
-            return
-        except OSError as e:
-            raise TempwatchError(f"cannot create base_dir {self._base_dir}: {e.strerror}") from e
-        logger.bind(event="created-base-dir", path=self._base_dir).info(
-            "created {} (mode {:o})", self._base_dir, BASE_DIR_MODE
-        )
 
     def _make_watcher(self, config: Config, own: frozenset[str]) -> Watcher:
         watch = config.watch
@@ -449,23 +431,6 @@ class Service:
         if self._deleter is None:
             raise TempwatchError("the service is not started")
         return self._deleter
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic collection during a rescan.
-
-    A scan makes an object per file, all freed by reference counting, but each of the
-    collector's full passes walks every one of them: about a tenth of a start-up over a
-    million files. Collection resumes afterwards; if it was already off, it stays off.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _watch_settings(config: Config) -> tuple[object, ...]:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from tempwatch.config import CONFIG_PATH_ENV, ENV_VARS, MetricsConfig, load_config
+from tempwatch.instance import BASE_DIR_MODE
 from tempwatch.metrics import Metrics
-from tempwatch.service import BASE_DIR_MODE
 
 if sys.version_info >= (3, 11):
     import tomllib
