@@ -67,8 +67,7 @@ def read_disk(config: Config) -> DiskState:
     """Scan base_dir into a registry, oldest first. Raises TempwatchError if it is missing."""
     scan = _scan(config)
     registry = Registry()
-    for info in _oldest_first(scan.files):
-        registry.add(info.path, info.mtime, info.size_bytes, info.ino)
+    registry.add_many((info.path, info.mtime, info.size_bytes, info.ino) for info in scan.files)
     return DiskState(registry, scan)
 
 
