@@ -194,8 +194,7 @@ def run_pass(
 ) -> PassReport:
     """One full pass over the registry: expiry, oversize, then the limits; logs a summary."""
     started = time.monotonic()
-    with registry.lock:
-        entries = registry.oldest_first()
+    entries = registry.oldest_first()  # a snapshot taken under the registry's own lock
     return _pass(
         entries, registry, deleter, limits, open_paths, clock, listener, dry_run, force, started
     )

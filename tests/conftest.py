@@ -24,8 +24,8 @@ def no_thread_outlives_its_test() -> Iterator[None]:
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    """An empty directory to act as base_dir."""
-    directory = tmp_path / "base"
+    """An empty directory to act as base_dir, by its real path (as the config resolves it)."""
+    directory = tmp_path.resolve() / "base"
     directory.mkdir()
     return directory
 
@@ -33,6 +33,6 @@ def base(tmp_path: Path) -> Path:
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """An empty directory beside base_dir, for sentinels that must survive."""
-    directory = tmp_path / "outside"
+    directory = tmp_path.resolve() / "outside"
     directory.mkdir()
     return directory

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["hold_open", "wait_for"]
+__all__ = ["hold_open", "small_inotify_queue", "wait_for"]
 
 
 def wait_for(
@@ -56,3 +56,23 @@ def hold_open(path: Path | str, mode: str = "r") -> Iterator[int]:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+_MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+@contextmanager
+def small_inotify_queue(events: int) -> Iterator[None]:
+    """Lower the machine-wide inotify queue for instances made inside the block (root only).
+
+    The limit applies when an instance is made, so the block should only start the
+    watcher. On exit the old value is put back; a tiny one found there is another test's
+    temporary value (tests may run concurrently), so the kernel default goes back instead.
+    """
+    value = int(_MAX_QUEUED_EVENTS.read_text())
+    saved = f"{value if value >= 1024 else 16384}\n"
+    _MAX_QUEUED_EVENTS.write_text(f"{events}\n")
+    try:
+        yield
+    finally:
+        _MAX_QUEUED_EVENTS.write_text(saved)

@@ -65,13 +65,6 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    real = Path(os.path.realpath(tmp_path)) / "base"
-    real.mkdir()
-    return real
-
-
-@pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Iterator[_Runner]:
     yield _Runner(capsys)
 

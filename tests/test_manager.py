@@ -40,20 +40,6 @@ class FakeClock:
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    real = Path(os.path.realpath(tmp_path)) / "base"
-    real.mkdir()
-    return real
-
-
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    real = Path(os.path.realpath(tmp_path)) / "outside"
-    real.mkdir()
-    return real
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

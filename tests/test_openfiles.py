@@ -27,13 +27,6 @@ METHODS: list[SweepMethod] = ["procfs", "psutil"]
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    real = Path(os.path.realpath(tmp_path)) / "base"
-    real.mkdir()
-    return real
-
-
 def _identity(path: Path) -> tuple[int, int]:
     stat = os.lstat(path)
     return (stat.st_dev, stat.st_ino)

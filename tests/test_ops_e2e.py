@@ -106,13 +106,6 @@ def write(path: Path, size_bytes: int) -> None:
     path.write_bytes(b"x" * size_bytes)
 
 
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    directory = (tmp_path / "base").resolve()
-    directory.mkdir()
-    return directory
-
-
 # -- in process -----------------------------------------------------------------------------
 
 

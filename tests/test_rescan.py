@@ -7,18 +7,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, reconcile, rescan
 from tempwatch.scan import ScanResult, scan_tree
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    directory = (tmp_path / "base").resolve()
-    directory.mkdir()
-    return directory
 
 
 def make_file(path: Path, data: bytes = b"x", mtime: float = 1_000_000.0) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from loguru import logger
-from support import hold_open, wait_for
+from support import hold_open, small_inotify_queue, wait_for
 
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
 from tempwatch.errors import AlreadyRunningError, TempwatchError
@@ -24,22 +24,7 @@ from tempwatch.instance import LOCK_FILE_NAME, InstanceLock
 from tempwatch.openfiles import OpenFiles, sweep_open_files
 from tempwatch.service import Service
 
-MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
-
-
-def queue_limit_to_restore() -> str:
-    """The machine-wide value to put back. A tiny one is another test's temporary value
-    (they run concurrently on this machine): put back the kernel default instead."""
-    value = int(MAX_QUEUED_EVENTS.read_text())
-    return f"{value if value >= 1024 else 16384}\n"
 HOUR = 3600.0
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    directory = (tmp_path / "base").resolve()
-    directory.mkdir()
-    return directory
 
 
 @pytest.fixture
@@ -216,14 +201,10 @@ def test_pinned_limit_backs_off_and_logs_once(base: Path, log_lines: list[str]) 
 def test_burst_larger_than_the_inotify_queue_ends_exact(base: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("lowering max_queued_events needs root")
-    saved = queue_limit_to_restore()
     config = make_config(base, max_files=0)
-    try:
-        MAX_QUEUED_EVENTS.write_text("64\n")  # only inotify instances made from now on
+    with small_inotify_queue(64):
         service = Service(config)
         service.start()
-    finally:
-        MAX_QUEUED_EVENTS.write_text(saved)
     try:
         # Create (and delete some) until the overflow is seen: how soon depends on the load.
         stop_marker = base.parent / "stop-burst"

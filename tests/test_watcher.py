@@ -13,19 +13,10 @@ from pathlib import Path
 
 import pytest
 from loguru import logger
-from support import wait_for
+from support import small_inotify_queue, wait_for
 
 from tempwatch.registry import Registry
 from tempwatch.watcher import Watcher
-
-MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
-
-
-def queue_limit_to_restore() -> str:
-    """The machine-wide value to put back. A tiny one is another test's temporary value
-    (they run concurrently on this machine): put back the kernel default instead."""
-    value = int(MAX_QUEUED_EVENTS.read_text())
-    return f"{value if value >= 1024 else 16384}\n"
 
 
 class Clock:
@@ -36,13 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return float(next(self._ticks))
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    directory = (tmp_path / "base").resolve()
-    directory.mkdir()
-    return directory
 
 
 @pytest.fixture
@@ -367,13 +351,9 @@ def test_queue_overflow_is_reported(base: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("lowering max_queued_events needs root")
     overflows = threading.Event()
-    saved = queue_limit_to_restore()
-    try:
-        MAX_QUEUED_EVENTS.write_text("16\n")  # only inotify instances made from now on
+    with small_inotify_queue(16):
         watcher_cm = watching(base, on_overflow=overflows.set)
         watcher, registry = watcher_cm.__enter__()
-    finally:
-        MAX_QUEUED_EVENTS.write_text(saved)
     try:
         with burst(base):
             wait_for(overflows.is_set, timeout=30, message="overflow reported")
@@ -390,13 +370,9 @@ def test_directories_made_while_events_were_lost_are_watched_after_an_overflow(
     if os.geteuid() != 0:
         pytest.skip("lowering max_queued_events needs root")
     overflows = threading.Event()
-    saved = queue_limit_to_restore()
-    try:
-        MAX_QUEUED_EVENTS.write_text("16\n")  # only inotify instances made from now on
+    with small_inotify_queue(16):
         watcher_cm = watching(base, on_overflow=overflows.set)
         watcher, registry = watcher_cm.__enter__()
-    finally:
-        MAX_QUEUED_EVENTS.write_text(saved)
     try:
         with burst(base, subdirectories=True):
             wait_for(overflows.is_set, timeout=30, message="overflow reported")
