@@ -190,13 +190,16 @@ def run_pass(
     clock: Callable[[], float] = time.time,
     listener: CleanupListener | None = None,
     dry_run: bool = False,
-    force: bool = False,
+    forced: Container[str] = (),
 ) -> PassReport:
-    """One full pass over the registry: expiry, oversize, then the limits; logs a summary."""
+    """One full pass over the registry: expiry, oversize, then the limits; logs a summary.
+
+    Files in `forced` go whatever their age (policy.EVERY_PATH for all of them).
+    """
     started = time.monotonic()
     entries = registry.oldest_first()  # a snapshot taken under the registry's own lock
     return _pass(
-        entries, registry, deleter, limits, open_paths, clock, listener, dry_run, force, started
+        entries, registry, deleter, limits, open_paths, clock, listener, dry_run, forced, started
     )
 
 
@@ -217,7 +220,7 @@ def run_pass_over(
     """
     started = time.monotonic()
     return _pass(
-        entries, None, deleter, limits, open_paths, clock, listener, dry_run, False, started
+        entries, None, deleter, limits, open_paths, clock, listener, dry_run, (), started
     )
 
 
@@ -230,10 +233,10 @@ def _pass(
     clock: Callable[[], float],
     listener: CleanupListener | None,
     dry_run: bool,
-    force: bool,
+    forced: Container[str],
     started: float,
 ) -> PassReport:
-    plan = plan_pass(entries, now=clock(), limits=limits, open_paths=open_paths, force=force)
+    plan = plan_pass(entries, now=clock(), limits=limits, open_paths=open_paths, forced=forced)
     report = execute_plan(plan, registry, deleter, listener=listener, dry_run=dry_run)
     report.duration_seconds = time.monotonic() - started
     if registry is not None:

@@ -22,6 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - the tomli backport has the same API
     import tomli as tomllib
 
+from tempwatch.basedir import refuse_protected
 from tempwatch.configkeys import (
     KEYS,
     LOG_LEVELS,
@@ -57,6 +58,7 @@ CONFIG_PATH_ENV = "TEMPWATCH_CONFIG"
 
 ENV_VARS: Mapping[str, str] = {
     "TEMP_FILE_BASE_DIR": "watch.base_dir",
+    "TEMP_FILE_ALLOW_SYSTEM_DIR": "watch.allow_system_dir",
     "TEMP_FILE_MAX_AGE": "cleanup.max_age",
     "TEMP_FILE_CLEANUP_INTERVAL": "cleanup.interval",
     "MAX_TEMP_FILES": "limits.max_files",
@@ -87,6 +89,7 @@ class WatchConfig:
     observer: ObserverKind = "auto"
     rescan_interval_seconds: float = 600.0
     exclude: tuple[str, ...] = ()
+    allow_system_dir: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,7 @@ def _tables(config: Config) -> dict[str, dict[str, object]]:
             "observer": watch.observer,
             "rescan_interval": _human_duration(watch.rescan_interval_seconds),
             "exclude": list(watch.exclude),
+            "allow_system_dir": watch.allow_system_dir,
         },
         "cleanup": {
             "max_age": _human_duration(cleanup.max_age_seconds),
@@ -340,15 +344,19 @@ def _config_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path,
     return Path(os.path.abspath(expanded)), expanded
 
 
-def _build(values: Mapping[str, object], source: Path | None, cwd: Path) -> Config:
+def _build(
+    values: Mapping[str, object], source: Path | None, cwd: Path, base_dir_label: str
+) -> Config:
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for key, value in values.items():
         sections[key.partition(".")[0]][KEYS[key].field] = value
     if "base_dir" not in sections["watch"]:
         origin = Origin(relative_to=cwd)
         sections["watch"]["base_dir"] = to_base_dir(default_base_dir(), "watch.base_dir", origin)
+    watch = WatchConfig(**sections["watch"])
+    refuse_protected(watch.base_dir, base_dir_label, allow_system_dir=watch.allow_system_dir)
     return Config(
-        watch=WatchConfig(**sections["watch"]),
+        watch=watch,
         cleanup=CleanupConfig(**sections["cleanup"]),
         limits=LimitsConfig(**sections["limits"]),
         log=LogConfig(**sections["log"]),
@@ -377,6 +385,13 @@ def load_config(
     values: dict[str, object] = {}
     if config_file is not None:
         values.update(_from_toml(*config_file))
-    values.update(_from_env(environ, cwd))
-    values.update(_from_overrides(overrides or {}, cwd))
-    return _build(values, None if config_file is None else config_file[0], cwd)
+    from_env = _from_env(environ, cwd)
+    values.update(from_env)
+    from_overrides = _from_overrides(overrides or {}, cwd)
+    values.update(from_overrides)
+    base_dir_label = (
+        "TEMP_FILE_BASE_DIR (environment)"
+        if "watch.base_dir" in from_env and "watch.base_dir" not in from_overrides
+        else "watch.base_dir"
+    )
+    return _build(values, None if config_file is None else config_file[0], cwd, base_dir_label)

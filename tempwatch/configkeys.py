@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tempwatch.basedir import resolve_base_dir
 from tempwatch.errors import ConfigError
 from tempwatch.units import parse_duration, parse_size, render_value
 
@@ -171,39 +171,7 @@ def _to_log_file(value: object, label: str, origin: Origin) -> Path:
 
 
 def to_base_dir(value: object, label: str, origin: Origin) -> Path:
-    given = os.path.abspath(origin.relative_to / _path_text(value, label))
-    foreign = _foreign_symlink(given)
-    if foreign is not None:
-        # A link planted in a shared temp dir by another user would point the cleaner at
-        # any directory it likes (the tmpwatch/systemd-tmpfiles class of bugs).
-        note = f" ({render_value(foreign)} is a symlink owned by another user: give the real path)"
-        raise invalid(label, "a path without other users' symlinks", value, note)
-    resolved = Path(os.path.realpath(given))
-    if resolved == Path(resolved.anchor):
-        raise invalid(label, "a directory other than the root directory", value)
-    if os.path.lexists(resolved) and not os.path.isdir(resolved):
-        raise invalid(label, "a directory", value, " (it exists and is not a directory)")
-    if not os.path.isdir(resolved.parent):
-        note = f" (parent directory {render_value(str(resolved.parent))} does not exist)"
-        raise invalid(label, "a directory whose parent exists", value, note)
-    return resolved
-
-
-def _foreign_symlink(path: str) -> str | None:
-    """The first component of `path` that is a symlink owned by neither us nor root."""
-    trusted = {0, os.geteuid()}
-    current = "/"
-    for part in path.strip("/").split("/"):
-        current = os.path.join(current, part)
-        try:
-            st = os.lstat(current)
-        except OSError:
-            return None  # the rest does not exist: nothing to follow
-        if stat.S_ISLNK(st.st_mode) and st.st_uid not in trusted:
-            return current
-        if stat.S_ISLNK(st.st_mode):
-            current = os.path.realpath(current)
-    return None
+    return resolve_base_dir(_path_text(value, label), label, origin.relative_to, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +188,7 @@ KEYS: dict[str, _Key] = {
     "watch.observer": _Key("observer", _one_of(_OBSERVER_KINDS)),
     "watch.rescan_interval": _Key("rescan_interval_seconds", _to_duration),
     "watch.exclude": _Key("exclude", _to_exclude),
+    "watch.allow_system_dir": _Key("allow_system_dir", _to_bool),
     "cleanup.max_age": _Key("max_age_seconds", _to_duration),
     "cleanup.interval": _Key("interval_seconds", _to_duration),
     "cleanup.skip_open_files": _Key("skip_open_files", _to_bool),

@@ -2,7 +2,7 @@
 
 It keeps a registry of the files a program registered (or, with `watch=True`, of every
 file created under base_dir) and removes them by age through the same safe deleter and
-open-file check the service uses.
+open-file check the service uses. base_dir passes the same check as the config's.
 """
 
 from __future__ import annotations
@@ -12,22 +12,28 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from tempwatch.basedir import check_base_dir
 from tempwatch.cleaner import run_pass
 from tempwatch.deleter import Deleter
+from tempwatch.errors import ConfigError
+from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry
+from tempwatch.units import parse_duration
 
 if TYPE_CHECKING:
     from tempwatch.watcher import Watcher
 
 __all__ = ["TempFileManager"]
+
+_MIN_INTERVAL_SECONDS = 1.0
+_MAX_INTERVAL_SECONDS = 300.0
 
 
 def _normalize(path: str | os.PathLike[str]) -> str:
@@ -37,47 +43,124 @@ def _normalize(path: str | os.PathLike[str]) -> str:
     return os.path.join(os.path.realpath(head), tail)
 
 
+def _seconds(value: object, name: str) -> float:
+    """A duration argument: seconds as a number, or text as in the config ("90s", "1h")."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(
+            f'{name} must be seconds (int or float) or a duration like "1h", '
+            f"not {type(value).__name__}"
+        )
+    if not isinstance(value, str):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+        return float(value)
+    try:
+        return parse_duration(value, name)
+    except ConfigError as e:
+        raise ValueError(str(e)) from e
+
+
+def _default_interval(max_age_seconds: float) -> float:
+    """A quarter of max_age, within 1 s and 5 min: a file outlives max_age by at most that."""
+    return min(max(max_age_seconds / 4, _MIN_INTERVAL_SECONDS), _MAX_INTERVAL_SECONDS)
+
+
 class TempFileManager:
     """A thread-safe register of temp files under `base_dir`, removed once older than `max_age`.
 
+    `max_age` and `cleanup_interval` are seconds or durations as in the config ("90s", "1h").
+    base_dir must pass the config's check: its parent exists, and a system or home
+    directory (`/`, `/etc`, `/home`, `~`, ...) is refused with ConfigError unless
+    `allow_system_dir=True`. A missing base_dir is created with mode 0700.
+
     `cleanup()` never deletes a file that a visible process holds open, with or without
     `force`: force only ignores the age. Open files stay registered and go in a later
-    cleanup, once closed. Use it as a context manager to clear everything on exit.
+    cleanup, once closed.
+
+    With `watch=True` every file created under base_dir is registered, the manager takes
+    the same per-directory lock as `tempwatch run` (AlreadyRunningError names the holder's
+    pid), and a background thread expires files every `cleanup_interval` (by default a
+    quarter of max_age, between 1 s and 5 min). `close()` stops both.
+
+    Used as a context manager, exit clears only the files this program registered itself
+    with `register_file`, whatever their age; files seen by watching are governed by age
+    only, never cleared on exit. The same holds for `clear_all()` and `cleanup(force=True)`.
     """
 
     def __init__(
         self,
         base_dir: str | os.PathLike[str],
-        max_age: float = 3600,
+        max_age: float | str = 3600,
         *,
         skip_open_files: bool = True,
         secure_delete: bool = False,
         watch: bool = False,
+        cleanup_interval: float | str | None = None,
+        allow_system_dir: bool = False,
         clock: Callable[[], float] = time.time,
         sweep: Callable[[str], OpenFiles] = sweep_open_files,
     ) -> None:
-        if not max_age > 0:
-            raise ValueError(f"max_age must be > 0 seconds, got {max_age!r}")
-        os.makedirs(base_dir, mode=0o700, exist_ok=True)
-        self.base_dir = Path(os.path.realpath(base_dir))
-        self.max_age = float(max_age)
+        self.max_age = _seconds(max_age, "max_age")
+        interval = (
+            None if cleanup_interval is None else _seconds(cleanup_interval, "cleanup_interval")
+        )
+        resolved = check_base_dir(
+            base_dir, "base_dir", allow_system_dir=allow_system_dir, opt_in="allow_system_dir=True"
+        )
+        ensure_base_dir(str(resolved))
+        self.base_dir = resolved
         self._registry = Registry()
         self.lock = self._registry.lock
+        self._owned: set[str] = set()  # registered by this program: cleared on exit
         self._cleanup_lock = threading.Lock()
         self._clock = clock
         self._sweep = sweep
         self._skip_open_files = skip_open_files
         self._deleter = Deleter(self.base_dir, secure_delete=secure_delete)
         self._watcher: Watcher | None = None
+        self._instance: InstanceLock | None = None
+        self._stop = threading.Event()
+        self._expirer: threading.Thread | None = None
         if watch:
-            self._watcher = self._start_watcher()
+            self._start_watching(interval or _default_interval(self.max_age))
+        elif interval is not None:
+            self._start_expirer(interval)
 
-    def _start_watcher(self) -> Watcher:
+    def _start_watching(self, interval_seconds: float) -> None:
         from tempwatch.watcher import Watcher  # only watch=True pays for watchdog's import
 
-        watcher = Watcher(str(self.base_dir), self._registry, clock=self._clock)
-        watcher.start()
-        return watcher
+        instance = InstanceLock(self.base_dir)
+        instance.acquire()  # AlreadyRunningError if a service or another manager watches
+        try:
+            lock_file = [str(instance.path)]
+            watcher = Watcher(
+                str(self.base_dir), self._registry, clock=self._clock, skip_paths=lock_file
+            )
+            watcher.start()
+        except BaseException:
+            instance.release()
+            raise
+        self._instance, self._watcher = instance, watcher
+        self._start_expirer(interval_seconds)
+
+    def _start_expirer(self, interval_seconds: float) -> None:
+        thread = threading.Thread(
+            target=self._expire_until_stopped,
+            args=(interval_seconds,),
+            name="tempwatch-manager-cleanup",
+            daemon=True,  # a program that forgets close() must still be able to exit
+        )
+        self._expirer = thread
+        thread.start()
+
+    def _expire_until_stopped(self, interval_seconds: float) -> None:
+        while not self._stop.wait(interval_seconds):
+            try:
+                self.cleanup()
+            except Exception:  # one bad pass must not end expiry for the program's lifetime
+                logger.opt(exception=True).bind(event="pass-failed").error(
+                    "background cleanup of {} failed", self.base_dir
+                )
 
     @property
     def files(self) -> Mapping[str, float]:
@@ -89,6 +172,7 @@ class TempFileManager:
 
         Refused: a missing path, a directory, a symlink, a FIFO, socket or device, and
         anything that resolves outside base_dir. Registering again keeps the original time.
+        A registered file is this program's own: `clear_all()` and exit remove it.
         """
         normalized = _normalize(path)
         checked = self._check(normalized)
@@ -97,7 +181,9 @@ class TempFileManager:
                 "not registering {}: {}", normalized, checked
             )
             return False
-        self._registry.add(normalized, self._clock(), checked.st_size, checked.st_ino)
+        with self._registry.lock:
+            self._registry.add(normalized, self._clock(), checked.st_size, checked.st_ino)
+            self._owned.add(normalized)
         logger.bind(event="registered", path=normalized).debug("registered {}", normalized)
         return True
 
@@ -132,7 +218,8 @@ class TempFileManager:
         return _normalize(path) in self._registry
 
     def cleanup(self, force: bool = False) -> int:
-        """Delete registered files older than max_age (all of them with `force`).
+        """Delete registered files older than max_age, and with `force` this program's own
+        files whatever their age (files seen only by watching still go by age).
 
         Returns how many were actually deleted. A file already gone is dropped and not
         counted; a failed deletion keeps its entry for a retry; an open file is skipped.
@@ -144,25 +231,36 @@ class TempFileManager:
             else NO_OPEN_FILES
         )
         with self._cleanup_lock:
+            with self._registry.lock:
+                forced = frozenset(self._owned) if force else frozenset()
             report = run_pass(
                 self._registry,
                 self._deleter,
                 limits,
                 open_paths=open_paths,
                 clock=self._clock,
-                force=force,
+                forced=forced,
             )
+            with self._registry.lock:  # forget what is gone (deleted, moved, removed)
+                self._owned = {path for path in self._owned if path in self._registry}
         return len(report.deleted)
 
     def clear_all(self) -> int:
-        """`cleanup(force=True)`: every registered file that is not open."""
+        """`cleanup(force=True)`: every file this program registered that is not open."""
         return self.cleanup(force=True)
 
     def close(self) -> None:
-        """Stop the watcher, if any. Files stay on disk and registered."""
+        """Stop the watcher and background cleanup, if any. Files stay on disk and registered."""
+        self._stop.set()
+        if self._expirer is not None:
+            self._expirer.join(timeout=10)
+            self._expirer = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._instance is not None:
+            self._instance.release()
+            self._instance = None
 
     def __enter__(self) -> TempFileManager:
         return self

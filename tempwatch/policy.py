@@ -14,7 +14,17 @@ from enum import Enum
 
 from tempwatch.registry import Entry
 
-__all__ = ["Decision", "Limits", "Plan", "Reason", "plan_evictions", "plan_pass"]
+__all__ = ["EVERY_PATH", "Decision", "Limits", "Plan", "Reason", "plan_evictions", "plan_pass"]
+
+
+class _EveryPath:
+    """A container holding every path: `forced=EVERY_PATH` ignores the age of every file."""
+
+    def __contains__(self, path: object) -> bool:
+        return True
+
+
+EVERY_PATH: Container[str] = _EveryPath()
 
 
 class Reason(str, Enum):
@@ -78,9 +88,9 @@ class Plan:
 
 
 def _reason_by_file(
-    entry: Entry, age_seconds: float, limits: Limits, force: bool
+    entry: Entry, age_seconds: float, limits: Limits, forced: bool
 ) -> Reason | None:
-    if force:
+    if forced:
         return Reason.FORCED
     if age_seconds > limits.max_age_seconds:
         return Reason.EXPIRED
@@ -95,9 +105,10 @@ def plan_pass(
     now: float,
     limits: Limits,
     open_paths: Container[str],
-    force: bool = False,
+    forced: Container[str] = (),
 ) -> Plan:
-    """A full pass: expired and oversize files (all files with `force`), then the limits.
+    """A full pass: expired and oversize files, and the `forced` ones whatever their age,
+    then the limits.
 
     `entries` must be oldest first. `open_paths` is consulted only for files that would go,
     so a lazy container sweeps processes only when there is something to delete.
@@ -109,7 +120,7 @@ def plan_pass(
     total_bytes = 0
     for path, entry in entries:
         age = now - entry.registered_at
-        reason = _reason_by_file(entry, age, limits, force)
+        reason = _reason_by_file(entry, age, limits, path in forced)
         if reason is None:
             kept.append((path, entry))
         else:

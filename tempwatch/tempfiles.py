@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from tempwatch.configkeys import parse_mask
 from tempwatch.deleter import Deleter, Outcome
 from tempwatch.errors import ConfigError, TempFileError
+from tempwatch.instance import BASE_DIR_MODE
 
 __all__ = ["cleanup_temporary_file", "create_temporary_file", "temporary_file"]
 
 _DEFAULT_MASK = 0o077  # files readable and writable by their owner only: 0600
+BASE_DIR_ENV = "TEMP_FILE_BASE_DIR"
 
 
 def _file_mode() -> int:
@@ -32,7 +34,35 @@ def _file_mode() -> int:
 def _suffix(extension: str | None) -> str:
     if not extension:
         return ""
+    if not isinstance(extension, str):
+        raise TypeError(f"extension must be a str, not {type(extension).__name__}")
+    if "/" in extension or "\0" in extension or (os.altsep and os.altsep in extension):
+        raise ValueError(
+            f"extension must be a file name suffix like \".txt\", without a path separator "
+            f"or NUL byte, got {extension!r}"
+        )
     return extension if extension.startswith(".") else "." + extension
+
+
+def _directory(dir: str | os.PathLike[str] | None) -> str:
+    """Where a new temp file goes: `dir`, else $TEMP_FILE_BASE_DIR (created 0700 if it is
+    missing, as the service does), else the system temp dir."""
+    if dir is not None:
+        return os.fspath(dir)
+    configured = os.environ.get(BASE_DIR_ENV, "").strip()
+    if not configured:
+        return tempfile.gettempdir()
+    directory = os.path.abspath(os.path.expanduser(configured))
+    try:
+        os.mkdir(directory, BASE_DIR_MODE)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise TempFileError(
+            f"cannot create {BASE_DIR_ENV} {directory}: {e.strerror} "
+            f"(create it, or unset {BASE_DIR_ENV} to use {tempfile.gettempdir()})"
+        ) from e
+    return directory
 
 
 def create_temporary_file(
@@ -44,7 +74,10 @@ def create_temporary_file(
 ) -> str:
     """Create a new temp file holding `contents` (str is written as UTF-8); return its path.
 
-    The file is created exclusively with mode 0600 (0o666 less TEMP_FILE_PERMISSION_MASK).
+    The file goes in `dir`, else in $TEMP_FILE_BASE_DIR (the directory the service
+    cleans, created with mode 0700 if missing), else in the system temp dir. It is
+    created exclusively with mode 0600 (0o666 less TEMP_FILE_PERMISSION_MASK).
+    `extension` is a suffix ("txt" or ".txt"); a path separator in it raises ValueError.
     Raises TempFileError, naming the directory and the reason, if it cannot be written;
     a partly written file is removed first.
     """
@@ -52,10 +85,11 @@ def create_temporary_file(
         raise TypeError(f"contents must be str or bytes, not {type(contents).__name__}")
     data = contents.encode("utf-8") if isinstance(contents, str) else bytes(contents)
     mode = _file_mode()
+    suffix = _suffix(extension)
+    where = _directory(dir)
     try:
-        fd, path = tempfile.mkstemp(suffix=_suffix(extension), prefix="tmp", dir=dir)
+        fd, path = tempfile.mkstemp(suffix=suffix, prefix="tmp", dir=where)
     except OSError as e:
-        where = os.fspath(dir) if dir is not None else tempfile.gettempdir()
         raise TempFileError(f"cannot create a temporary file in {where}: {e.strerror}") from e
     try:
         with os.fdopen(fd, "wb") as handle:

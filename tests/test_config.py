@@ -73,6 +73,7 @@ recursive = false
 observer = "POLLING"
 rescan_interval = "90s"
 exclude = ["*.lock", "keep/**"]
+allow_system_dir = true
 
 [cleanup]
 max_age = "1.5h"
@@ -114,6 +115,7 @@ def test_every_toml_key_sets_its_field(tmp_path: Path) -> None:
             observer="polling",
             rescan_interval_seconds=90.0,
             exclude=("*.lock", "keep/**"),
+            allow_system_dir=True,
         ),
         cleanup=CleanupConfig(
             max_age_seconds=5400.0,

@@ -90,9 +90,10 @@ def _immutable(path: Path) -> Iterator[None]:
 
 
 def test_creates_a_missing_base_dir_and_exposes_it_absolute(tmp_path: Path) -> None:
-    wanted = tmp_path / "a" / "b" / "base"
+    wanted = tmp_path / "base"
     manager = TempFileManager(wanted, max_age=10)
     assert wanted.is_dir()
+    assert stat.S_IMODE(wanted.stat().st_mode) == 0o700
     assert manager.base_dir.is_absolute()
     assert Path(manager.base_dir) == Path(os.path.realpath(wanted))
     assert manager.max_age == 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tempwatch.policy import Limits, Reason, plan_evictions, plan_pass
+from tempwatch.policy import EVERY_PATH, Limits, Reason, plan_evictions, plan_pass
 from tempwatch.registry import Entry
 
 NOW = 10_000.0
@@ -61,9 +61,23 @@ def test_force_takes_every_file_but_open_ones() -> None:
         now=NOW,
         limits=Limits(max_age_seconds=50),
         open_paths={"/b/a"},
-        force=True,
+        forced=EVERY_PATH,
     )
     assert [(d.path, d.reason) for d in plan.deletions] == [("/b/b", Reason.FORCED)]
+
+
+def test_forced_paths_ignore_age_and_the_rest_go_by_age() -> None:
+    plan = plan_pass(
+        entries(("/b/old", 100, 1), ("/b/mine", 2, 1), ("/b/theirs", 1, 1)),
+        now=NOW,
+        limits=Limits(max_age_seconds=50),
+        open_paths=set(),
+        forced={"/b/mine"},
+    )
+    assert [(d.path, d.reason) for d in plan.deletions] == [
+        ("/b/old", Reason.EXPIRED),
+        ("/b/mine", Reason.FORCED),
+    ]
 
 
 def test_count_limit_evicts_oldest_first_down_to_the_low_watermark() -> None:
