@@ -3,19 +3,25 @@
 This is the step between the pure policy and the deleter. It logs one line per file
 (deleted at info, skipped as open at debug, failure at warning) with structured fields,
 and one summary line per pass; a listener (the metrics) hears the same events.
+
+`should_stop` is asked before each file: a stop request ends a pass after the file being
+deleted, and the summary says how many were left for the next one. In a dry run, `said`
+(a `SaidOnce`) keeps each "would delete" line to one at INFO until the file or its verdict
+changes; repeats go to DEBUG.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from loguru import logger
 
 from tempwatch.deleter import Deleter, DeleteResult, FileId, Outcome
+from tempwatch.lognoise import SaidOnce
 from tempwatch.policy import Decision, Limits, Plan, plan_evictions, plan_pass
 from tempwatch.registry import Entry, Registry
 
@@ -66,6 +72,8 @@ class PassReport:
     pinned_bytes: int = 0
     duration_seconds: float = 0.0
     dry_run: bool = False
+    unfinished: int = 0  # planned deletions not attempted: a stop was requested
+
 
     @property
     def deleted_bytes(self) -> int:
@@ -88,11 +96,15 @@ def execute_plan(
     *,
     listener: CleanupListener | None = None,
     dry_run: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    said: SaidOnce | None = None,
 ) -> PassReport:
     """Delete what `plan` chose and drop what is gone from `registry`, if one is given.
 
     One bad file never stops the rest. The deletions run grouped by directory, not in the
     plan's order: the policy has already chosen, and the deleter enters each directory once.
+    `should_stop` is asked before each file; once it answers True the rest is left alone
+    and counted in `PassReport.unfinished`.
     """
     report = PassReport(
         pinned_files=plan.pinned_files, pinned_bytes=plan.pinned_bytes, dry_run=dry_run
@@ -106,11 +118,24 @@ def execute_plan(
         return report
     dev = _base_dev(deleter)
     deletions = _by_directory(plan.deletions)
-    items = ((d.path, FileId(dev, d.ino) if d.ino and dev else None) for d in deletions)
     discard = registry.discard if registry is not None and not dry_run else None
-    for decision, result in zip(deletions, deleter.delete_many(items), strict=True):
-        _record(decision, result, report, discard, listener, dry_run)
+    items = _until_stopped(deletions, dev, should_stop)
+    done = 0
+    # Not strict: the items end early on a stop, and the decisions left are counted.
+    for decision, result in zip(deletions, deleter.delete_many(items), strict=False):
+        done += 1
+        _record(decision, result, report, discard, listener, said if dry_run else None)
+    report.unfinished = len(deletions) - done
     return report
+
+
+def _until_stopped(
+    deletions: Sequence[Decision], dev: int, should_stop: Callable[[], bool] | None
+) -> Iterator[tuple[str, FileId | None]]:
+    for d in deletions:
+        if should_stop is not None and should_stop():
+            return
+        yield d.path, FileId(dev, d.ino) if d.ino and dev else None
 
 
 def _by_directory(decisions: Sequence[Decision]) -> list[Decision]:
@@ -134,8 +159,9 @@ def _record(
     report: PassReport,
     discard: Callable[[str], object] | None,
     listener: CleanupListener | None,
-    dry_run: bool,
+    said: SaidOnce | None,
 ) -> None:
+    dry_run = report.dry_run
     outcome = result.outcome
     if discard is not None and outcome in _FORGET:
         discard(decision.path)
@@ -143,7 +169,13 @@ def _record(
         report.deleted.append((decision, result))
         # Fields passed as keywords land in the record's extra, like bind() but without
         # building a logger per file: this line runs once for every deletion.
-        logger.info(
+        level = "INFO"
+        if said is not None and not said.is_new(
+            decision.path, decision.ino, result.size_bytes, decision.reason.value
+        ):
+            level = "DEBUG"  # a dry run already said so, of this very file and verdict
+        logger.log(
+            level,
             "{verb} {path} ({reason}, age {age_seconds:.0f}s, {size_bytes} bytes)",
             verb="would delete" if dry_run else "deleted",
             **_fields(decision, "deleted", result.size_bytes),
@@ -191,15 +223,21 @@ def run_pass(
     listener: CleanupListener | None = None,
     dry_run: bool = False,
     forced: Container[str] = (),
+    should_stop: Callable[[], bool] | None = None,
+    said: SaidOnce | None = None,
 ) -> PassReport:
     """One full pass over the registry: expiry, oversize, then the limits; logs a summary.
 
     Files in `forced` go whatever their age (policy.EVERY_PATH for all of them).
+    `should_stop` and `said` as for `execute_plan`; after a dry run `said` keeps only the
+    verdicts of this pass (a file judged again later is said again).
     """
     started = time.monotonic()
     entries = registry.oldest_first()  # a snapshot taken under the registry's own lock
     return _pass(
-        entries, registry, deleter, limits, open_paths, clock, listener, dry_run, forced, started
+        entries, registry, deleter, limits, open_paths=open_paths, clock=clock,
+        listener=listener, dry_run=dry_run, forced=forced, started=started,
+        should_stop=should_stop, said=said,
     )
 
 
@@ -212,6 +250,7 @@ def run_pass_over(
     clock: Callable[[], float] = time.time,
     listener: CleanupListener | None = None,
     dry_run: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PassReport:
     """`run_pass` over a snapshot of entries, oldest first, without a registry to update.
 
@@ -220,7 +259,9 @@ def run_pass_over(
     """
     started = time.monotonic()
     return _pass(
-        entries, None, deleter, limits, open_paths, clock, listener, dry_run, (), started
+        entries, None, deleter, limits, open_paths=open_paths, clock=clock,
+        listener=listener, dry_run=dry_run, forced=(), started=started,
+        should_stop=should_stop, said=None,
     )
 
 
@@ -229,15 +270,23 @@ def _pass(
     registry: Registry | None,
     deleter: Deleter,
     limits: Limits,
+    *,
     open_paths: Container[str],
     clock: Callable[[], float],
     listener: CleanupListener | None,
     dry_run: bool,
     forced: Container[str],
     started: float,
+    should_stop: Callable[[], bool] | None,
+    said: SaidOnce | None,
 ) -> PassReport:
     plan = plan_pass(entries, now=clock(), limits=limits, open_paths=open_paths, forced=forced)
-    report = execute_plan(plan, registry, deleter, listener=listener, dry_run=dry_run)
+    report = execute_plan(
+        plan, registry, deleter, listener=listener, dry_run=dry_run,
+        should_stop=should_stop, said=said,
+    )
+    if said is not None and dry_run:
+        said.keep_only({decision.path for decision in plan.deletions})
     report.duration_seconds = time.monotonic() - started
     if registry is not None:
         remaining = len(registry)
@@ -258,6 +307,8 @@ def run_eviction(
     clock: Callable[[], float] = time.time,
     listener: CleanupListener | None = None,
     dry_run: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    said: SaidOnce | None = None,
 ) -> PassReport:
     """Enforce the count and quota limits now, reading only the oldest entries it needs.
 
@@ -274,7 +325,10 @@ def run_eviction(
             limits=limits,
             open_paths=open_paths,
         )
-    return execute_plan(plan, registry, deleter, listener=listener, dry_run=dry_run)
+    return execute_plan(
+        plan, registry, deleter, listener=listener, dry_run=dry_run,
+        should_stop=should_stop, said=said,
+    )
 
 
 def _forgettable(report: PassReport) -> int:
@@ -284,6 +338,11 @@ def _forgettable(report: PassReport) -> int:
 
 
 def _summarise(report: PassReport, remaining: int) -> None:
+    stopped = (
+        f"; stopped early, {report.unfinished} files left for the next pass"
+        if report.unfinished
+        else ""
+    )
     logger.bind(
         event="pass",
         deleted=len(report.deleted),
@@ -291,15 +350,17 @@ def _summarise(report: PassReport, remaining: int) -> None:
         skipped_open=len(report.skipped_open),
         errors=len(report.failed),
         remaining=remaining,
+        unfinished=report.unfinished,
         duration_seconds=round(report.duration_seconds, 4),
     ).info(
-        "cleanup pass: {} {} ({} bytes), {} skipped as open, {} errors, {} files remain",
+        "cleanup pass: {} {} ({} bytes), {} skipped as open, {} errors, {} files remain{}",
         "would delete" if report.dry_run else "deleted",
         len(report.deleted),
         report.deleted_bytes,
         len(report.skipped_open),
         len(report.failed),
         remaining,
+        stopped,
     )
     if report.pinned_files:
         log_pinned(report)

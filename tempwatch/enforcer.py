@@ -23,6 +23,7 @@ from tempwatch.cleaner import (
 )
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
+from tempwatch.lognoise import SaidOnce
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
 from tempwatch.policy import Limits, plan_pass
 from tempwatch.registry import Registry
@@ -44,6 +45,8 @@ class Enforcer:
         clock: Callable[[], float],
         listener: CleanupListener | None,
         act_lock: threading.Lock,
+        should_stop: Callable[[], bool] | None = None,
+        said: SaidOnce | None = None,
     ) -> None:
         self._registry = registry
         self._base_dir = base_dir
@@ -51,6 +54,8 @@ class Enforcer:
         self._clock = clock
         self._listener = listener
         self._act_lock = act_lock  # shared with the passes: one deleter at work at a time
+        self._should_stop = should_stop
+        self._said = said
         self._oversize: set[str] = set()
         self._oversize_lock = threading.Lock()
         self._backoff_until = 0.0
@@ -102,6 +107,8 @@ class Enforcer:
         open_paths: OpenFileSet = (
             self._sweep(self._base_dir) if config.cleanup.skip_open_files else NO_OPEN_FILES
         )
+        if self._should_stop is not None and self._should_stop():
+            return
         dry_run = config.cleanup.dry_run
         with self._act_lock:
             if oversize:
@@ -114,6 +121,8 @@ class Enforcer:
                 clock=self._clock,
                 listener=self._listener,
                 dry_run=dry_run,
+                should_stop=self._should_stop,
+                said=self._said,
             )
         self.pinned = (report.pinned_files, report.pinned_bytes)
         if self.is_over_limits(limits):
@@ -133,7 +142,10 @@ class Enforcer:
         # Only the per-file rules: the count and quota are the eviction's business.
         per_file = dataclasses.replace(limits, max_files=0, max_total_size_bytes=0)
         plan = plan_pass(entries, now=self._clock(), limits=per_file, open_paths=open_paths)
-        execute_plan(plan, self._registry, deleter, listener=self._listener, dry_run=dry_run)
+        execute_plan(
+            plan, self._registry, deleter, listener=self._listener, dry_run=dry_run,
+            should_stop=self._should_stop, said=self._said,
+        )
 
     def _log_pinned(self, report: PassReport, interval_seconds: float) -> None:
         now = time.monotonic()

@@ -150,11 +150,20 @@ def deleter_for(config: Config) -> Deleter:
 
 
 def remove_empty_dirs(
-    deleter: Deleter, dirs: Iterable[DirInfo], max_age_seconds: float, now: float
+    deleter: Deleter,
+    dirs: Iterable[DirInfo],
+    max_age_seconds: float,
+    now: float,
+    should_stop: Callable[[], bool] | None = None,
 ) -> int:
-    """Remove the empty directories older than max_age, deepest first; return how many."""
+    """Remove the empty directories older than max_age, deepest first; return how many.
+
+    `should_stop` is asked before each directory: True ends the work there.
+    """
     removed = 0
     for directory in dirs:
+        if should_stop is not None and should_stop():
+            break
         if not directory.is_empty:
             continue
         result = deleter.remove_empty_dir(directory.path, max_age_seconds, now)

@@ -33,6 +33,7 @@ from tempwatch.deleter import Deleter
 from tempwatch.enforcer import Enforcer
 from tempwatch.errors import TempwatchError
 from tempwatch.instance import InstanceLock, ensure_base_dir
+from tempwatch.lognoise import SaidOnce, capped, log_in_full
 from tempwatch.oneshot import deleter_for, limits_of, own_files, remove_empty_dirs
 from tempwatch.openfiles import (
     NO_OPEN_FILES,
@@ -107,9 +108,11 @@ class Service:
         self._wake_enforcer = threading.Event()
         self._wake_rescan = threading.Event()
         self._act_lock = threading.Lock()  # one pass or eviction deletes at a time
+        self._said = SaidOnce()  # a dry run's "would delete" lines, said once per verdict
         self._enforcer = Enforcer(
             self.registry, base_dir=self._base_dir, sweep=sweep, clock=clock,
-            listener=listener, act_lock=self._act_lock,
+            listener=listener, act_lock=self._act_lock, should_stop=self._stopping.is_set,
+            said=self._said,
         )
         self._watcher_lock = threading.Lock()
         self._rescan_reasons: set[str] = set()
@@ -136,6 +139,11 @@ class Service:
     def config(self) -> Config:
         """The configuration in force (after reloads)."""
         return self._config
+
+    @property
+    def is_stopping(self) -> bool:
+        """Whether a stop was requested: passes, evictions and rescans are ending."""
+        return self._stopping.is_set()
 
     @property
     def watcher(self) -> Watcher | None:
@@ -236,12 +244,21 @@ class Service:
                 clock=self._clock,
                 listener=self._listener,
                 dry_run=config.cleanup.dry_run,
+                should_stop=self._stopping.is_set,
+                said=self._said,
             )
-            if config.cleanup.remove_empty_dirs and not config.cleanup.dry_run:
+            if (
+                config.cleanup.remove_empty_dirs
+                and not config.cleanup.dry_run
+                and not self._stopping.is_set()
+            ):
                 dirs = scan_tree(
                     self._base_dir, recursive=config.watch.recursive, exclude=config.watch.exclude
                 ).dirs
-                remove_empty_dirs(deleter, dirs, config.cleanup.max_age_seconds, self._clock())
+                remove_empty_dirs(
+                    deleter, dirs, config.cleanup.max_age_seconds, self._clock(),
+                    should_stop=self._stopping.is_set,
+                )
         self._last_pass_at = self._clock()
         self._last_pass = report
         self._enforcer.pass_done(report)
@@ -345,8 +362,10 @@ class Service:
                 reasons, self._rescan_reasons = self._rescan_reasons, set()
             if woken and not reasons:
                 continue  # a reload: wait again, with the new interval
+            listed = sorted(reasons)
+            log_in_full("rescan-reasons", "rescan reasons", listed)
             try:
-                self._rescan(", ".join(sorted(reasons)) or "periodic")
+                self._rescan(capped(listed) or "periodic")
             except Exception:
                 logger.opt(exception=True).bind(event="rescan-error").error("rescan failed")
 

@@ -118,6 +118,28 @@ def test_stop_signal_stops_gracefully_and_flushes_the_last_line(
     assert (base / "hello").exists()
 
 
+def test_sigterm_mid_pass_ends_it_and_stopped_is_the_last_line(
+    config: Path, base: Path
+) -> None:
+    base.mkdir()
+    for d in range(10):
+        (base / f"d{d}").mkdir()
+    for i in range(500):
+        path = base / f"d{i % 10}" / f"f{i}"
+        path.write_bytes(b"")
+        os.utime(path, (1_000_000, 1_000_000))  # expired at the first pass
+    child = Daemon(config)
+    try:
+        child.wait_event("deleted")
+        child.signal(signal.SIGTERM)
+        assert child.wait() == 0
+    finally:
+        child.close()
+    records = child.records()
+    assert records[-1]["event"] == "stopped", records[-3:]
+    assert not any(r.get("event") == "stop" for r in records), "no thread outlived the stop"
+
+
 _STUCK_STOP = r"""
 import sys, threading
 from tempwatch import service
