@@ -96,7 +96,8 @@ def test_a_stop_ends_the_pass_after_the_file_in_hand(base: Path, log_lines: list
     assert sum(p.exists() for p in paths) == 299
     assert not service.is_working
     summary = [line for line in log_lines if line.startswith("INFO pass ")]
-    assert summary and summary[-1].rstrip().endswith("stopped early, 299 files left for the next pass")
+    assert summary, log_lines
+    assert summary[-1].rstrip().endswith("stopped early, 299 files left for the next pass")
     assert not any(" stop " in line for line in log_lines), "no thread outlived the stop"
     assert recorder.passes[-1].unfinished == 299
 
