@@ -104,7 +104,8 @@ def execute_plan(
     One bad file never stops the rest. The deletions run grouped by directory, not in the
     plan's order: the policy has already chosen, and the deleter enters each directory once.
     `should_stop` is asked before each file; once it answers True the rest is left alone
-    and counted in `PassReport.unfinished`.
+    and counted in `PassReport.unfinished`, as after a BASE_CHANGED result (base_dir is no
+    longer the directory the deleter is bound to).
     """
     report = PassReport(
         pinned_files=plan.pinned_files, pinned_bytes=plan.pinned_bytes, dry_run=dry_run
@@ -119,21 +120,27 @@ def execute_plan(
     dev = _base_dev(deleter)
     deletions = _by_directory(plan.deletions)
     discard = registry.discard if registry is not None and not dry_run else None
-    items = _until_stopped(deletions, dev, should_stop)
+    halted = False  # base_dir is no longer the directory verified: not one more file
+
+    def is_halted() -> bool:
+        return halted or (should_stop is not None and should_stop())
+
+    items = _until_stopped(deletions, dev, is_halted)
     done = 0
     # Not strict: the items end early on a stop, and the decisions left are counted.
     for decision, result in zip(deletions, deleter.delete_many(items), strict=False):
         done += 1
         _record(decision, result, report, discard, listener, said if dry_run else None)
+        halted = result.outcome is Outcome.BASE_CHANGED
     report.unfinished = len(deletions) - done
     return report
 
 
 def _until_stopped(
-    deletions: Sequence[Decision], dev: int, should_stop: Callable[[], bool] | None
+    deletions: Sequence[Decision], dev: int, should_stop: Callable[[], bool]
 ) -> Iterator[tuple[str, FileId | None]]:
     for d in deletions:
-        if should_stop is not None and should_stop():
+        if should_stop():
             return
         yield d.path, FileId(dev, d.ino) if d.ino and dev else None
 

@@ -42,7 +42,7 @@ from tempwatch.descent import (
     refusal,
     same_file,
 )
-from tempwatch.dirfd import DIR_OPEN_FLAGS, has_entries, zero_data
+from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, has_entries, zero_data
 
 __all__ = [
     "DeleteResult",
@@ -98,10 +98,13 @@ class Deleter:
     form. With `secure_delete`, a regular file's data is overwritten with zeros before the
     unlink (skipped when other hard links still share the data). With `owner_uid`, only files
     owned by that uid are deleted. With `dry_run`, every check runs but nothing is written or
-    unlinked. This class does not log and does not check for open files: callers do.
+    unlinked. With `identity`, base_dir must still be that very directory (device, inode,
+    mount) each time it is opened, else every result is BASE_CHANGED: a directory mounted
+    over base_dir, or put in its place, is never cleaned. This class does not log and does
+    not check for open files: callers do.
     """
 
-    __slots__ = ("_base_dir", "_prefix", "dry_run", "owner_uid", "secure_delete")
+    __slots__ = ("_base_dir", "_prefix", "dry_run", "identity", "owner_uid", "secure_delete")
 
     def __init__(
         self,
@@ -110,6 +113,7 @@ class Deleter:
         secure_delete: bool = False,
         owner_uid: int | None = None,
         dry_run: bool = False,
+        identity: DirIdentity | None = None,
     ) -> None:
         real = os.path.realpath(os.fspath(base_dir))
         if not stat.S_ISDIR(os.stat(real).st_mode):
@@ -119,6 +123,7 @@ class Deleter:
         self.secure_delete = secure_delete
         self.owner_uid = owner_uid
         self.dry_run = dry_run
+        self.identity = identity
 
     @property
     def base_dir(self) -> str:
@@ -156,7 +161,7 @@ class Deleter:
                     continue
                 if cursor is None:
                     try:
-                        cursor = Cursor(self._base_dir)
+                        cursor = Cursor(self._base_dir, self.identity)
                     except Refused as r:
                         yield DeleteResult(abs_path, r.outcome, error=r.error)
                         continue
@@ -180,7 +185,7 @@ class Deleter:
         if rel is None:
             return DeleteResult(abs_path, Outcome.OUTSIDE)
         try:
-            cursor = Cursor(self._base_dir)
+            cursor = Cursor(self._base_dir, self.identity)
         except Refused as r:
             return DeleteResult(abs_path, r.outcome, error=r.error)
         except OSError as e:

@@ -12,7 +12,7 @@ import errno
 import os
 from enum import Enum
 
-from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id, stat_ancestor, up_path
+from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, fd_mount_id, stat_ancestor, up_path
 
 __all__ = [
     "Base",
@@ -40,6 +40,7 @@ class Outcome(str, Enum):
     SPECIAL = "special-file"  # FIFO, socket, device, or the wrong kind (dir vs file)
     NOT_OWNER = "not-owner"  # owner_uid set and the file belongs to someone else
     FAILED = "failed"  # an OSError such as EPERM; DeleteResult.error says which
+    BASE_CHANGED = "base-changed"  # base_dir is no longer the directory it was checked to be
     NOT_EMPTY = "not-empty"  # remove_empty_dir: the directory has entries
     TOO_RECENT = "too-recent"  # remove_empty_dir: modified less than older_than_seconds ago
 
@@ -100,6 +101,10 @@ class Base:
             self._mount_id = fd_mount_id(self.fd)
         return self._mount_id
 
+    def is_identical(self, expected: DirIdentity) -> bool:
+        """Whether this is the directory `expected` describes (mount included)."""
+        return DirIdentity(self.dev, self.ino, self.mount_id()).same_as(expected)
+
     def is_other_mount(self, fd: int, st: os.stat_result) -> bool:
         if st.st_dev != self.dev:
             return True
@@ -118,13 +123,17 @@ class Cursor:
 
     __slots__ = ("base", "depth", "fd", "rel", "up")
 
-    def __init__(self, base_dir: str) -> None:
+    def __init__(self, base_dir: str, expected: DirIdentity | None = None) -> None:
         try:
             fd = os.open(base_dir, DIR_OPEN_FLAGS)
         except OSError as e:
+            if expected is not None and e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise Refused(Outcome.BASE_CHANGED) from e  # a symlink or file in its place
             raise refusal(e) from e
         try:
             self.base = Base(fd)
+            if expected is not None and not self.base.is_identical(expected):
+                raise Refused(Outcome.BASE_CHANGED)
         except BaseException:
             os.close(fd)
             raise

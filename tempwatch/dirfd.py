@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import errno
 import os
+from dataclasses import dataclass
 
-__all__ = ["DIR_OPEN_FLAGS", "fd_mount_id", "has_entries", "stat_ancestor", "up_path", "zero_data"]
+__all__ = [
+    "DIR_OPEN_FLAGS",
+    "DirIdentity",
+    "dir_identity",
+    "fd_mount_id",
+    "has_entries",
+    "stat_ancestor",
+    "up_path",
+    "zero_data",
+]
 
 DIR_OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """Flags for opening a directory component: never through a symlink, never a non-directory."""
@@ -14,6 +24,43 @@ _CHUNK_BYTES = 1 << 20
 # ".." hops resolved by one fstatat: 3 bytes each keeps the path well under PATH_MAX (4096).
 _MAX_HOPS = 1000
 _PATH_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class DirIdentity:
+    """What makes a directory the one that was checked: device, inode and mount id.
+
+    The mount id (None where /proc is missing) tells a bind mount of the same filesystem,
+    or the same directory bind-mounted over itself, from the directory underneath.
+    """
+
+    dev: int
+    ino: int
+    mount_id: int | None
+
+    @classmethod
+    def of_fd(cls, fd: int, st: os.stat_result | None = None) -> DirIdentity:
+        """The identity of the directory open at `fd` (`st`: its fstat, if already read)."""
+        st = os.fstat(fd) if st is None else st
+        return cls(st.st_dev, st.st_ino, fd_mount_id(fd))
+
+    def same_as(self, other: DirIdentity) -> bool:
+        """Same device and inode, and the same mount where both mount ids are known."""
+        if (self.dev, self.ino) != (other.dev, other.ino):
+            return False
+        return self.mount_id is None or other.mount_id is None or self.mount_id == other.mount_id
+
+
+def dir_identity(path: str) -> DirIdentity:
+    """The identity of the directory at `path`, never through a symlink in its last name.
+
+    Raises OSError: ENOENT if it is gone, ELOOP if it is a symlink, ENOTDIR if not a directory.
+    """
+    fd = os.open(path, DIR_OPEN_FLAGS)
+    try:
+        return DirIdentity.of_fd(fd)
+    finally:
+        os.close(fd)
 
 
 def fd_mount_id(fd: int) -> int | None:

@@ -1,7 +1,9 @@
 """Health of a running service, as /healthz reports it. Pure: the caller gathers the facts.
 
-- unhealthy (HTTP 503): the observer is dead, or base_dir is gone. New files are not
-  being registered, so nothing new would ever be cleaned: a supervisor should restart it.
+- unhealthy (HTTP 503): the observer is dead, or base_dir is gone, or base_dir is no
+  longer the directory verified at start (a mount over it, a symlink or another directory
+  in its place: nothing is cleaned there until one passes the start checks). New files are
+  not being registered or cleaned: a supervisor or an operator should look.
 - degraded (HTTP 200): a limit is exceeded only because the files that would go are held
   open, or no cleanup pass has run for longer than twice the interval (plus a grace). It
   still works; an operator should look.
@@ -89,11 +91,13 @@ def assess(
     max_age_seconds: float,
     started_at: float,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    base_dir_problem: str | None = None,
 ) -> Health:
     """Judge the service's health from facts gathered by the caller; all times are epoch seconds.
 
     The body holds: status, reasons, active_files, base_dir, max_age (seconds), timestamp,
-    observer_alive, base_dir_exists, last_pass_at (ISO 8601 UTC or null),
+    observer_alive, base_dir_exists, base_dir_problem (what base_dir became, or null),
+    last_pass_at (ISO 8601 UTC or null),
     seconds_since_last_pass, pass_overdue, limit_pinned, started_at and uptime_seconds.
     """
     overdue = is_pass_overdue(
@@ -104,10 +108,13 @@ def assess(
         grace_seconds=grace_seconds,
     )
     failures: list[str] = []
-    if not observer_alive:
-        failures.append("the observer is not running: new files are not being registered")
-    if not base_dir_exists:
+    if base_dir_problem is not None:
+        # The observer is stopped on purpose then, and the reason says it all.
+        failures.append(f"base_dir {os.fspath(base_dir)} {base_dir_problem}: nothing is cleaned")
+    elif not base_dir_exists:
         failures.append(f"base_dir {os.fspath(base_dir)} does not exist")
+    if not observer_alive and base_dir_problem is None:
+        failures.append("the observer is not running: new files are not being registered")
     warnings: list[str] = []
     if limit_pinned:
         warnings.append("a limit is exceeded, but the files that would go are held open")
@@ -128,6 +135,7 @@ def assess(
         "timestamp": _iso(now),
         "observer_alive": observer_alive,
         "base_dir_exists": base_dir_exists,
+        "base_dir_problem": base_dir_problem,
         "last_pass_at": _iso(last_pass_at),
         "seconds_since_last_pass": None if last_pass_at is None else round(now - last_pass_at, 3),
         "pass_overdue": overdue,
@@ -151,6 +159,8 @@ class ServiceState(Protocol):
     def last_pass_at(self) -> float | None: ...
     @property
     def pinned_files(self) -> int: ...
+    @property
+    def base_dir_problem(self) -> str | None: ...
 
 
 def assess_service(
@@ -174,4 +184,5 @@ def assess_service(
         max_age_seconds=config.cleanup.max_age_seconds,
         started_at=state.started_at,
         grace_seconds=grace_seconds,
+        base_dir_problem=state.base_dir_problem,
     )

@@ -17,6 +17,7 @@ from loguru import logger
 from tempwatch.cleaner import CleanupListener, PassReport, run_pass_over
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
+from tempwatch.dirfd import DirIdentity
 from tempwatch.errors import TempwatchError
 from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
@@ -138,14 +139,15 @@ def _oldest_first(files: list[FileInfo]) -> list[FileInfo]:
     return sorted(files, key=attrgetter("mtime"))
 
 
-def deleter_for(config: Config) -> Deleter:
-    """The deleter the configuration asks for."""
+def deleter_for(config: Config, identity: DirIdentity | None = None) -> Deleter:
+    """The deleter the configuration asks for; with `identity`, bound to that directory."""
     cleanup = config.cleanup
     return Deleter(
         config.watch.base_dir,
         secure_delete=cleanup.secure_delete,
         owner_uid=os.geteuid() if cleanup.owner_check else None,
         dry_run=cleanup.dry_run,
+        identity=identity,
     )
 
 

@@ -12,7 +12,8 @@ young), then starts four threads:
   open) it backs off instead of sweeping on every event;
 - rescan: reconciles the registry with the disk every `watch.rescan_interval_seconds`, and
   promptly after an inotify overflow, an unwatched directory or an observer restart;
-- monitor: notices within a second that the observer died, logs it, restarts it, rescans.
+- monitor: restarts a dead observer, and stops all cleaning while base_dir is not the
+  directory verified at start (`tempwatch.supervise`).
 
 Exiting stops every thread and joins it with a shared deadline (under two seconds).
 """
@@ -27,9 +28,11 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from tempwatch.baseguard import describe_change
 from tempwatch.cleaner import CleanupListener, PassReport, run_pass
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
+from tempwatch.dirfd import DirIdentity
 from tempwatch.enforcer import Enforcer
 from tempwatch.errors import TempwatchError
 from tempwatch.instance import InstanceLock, ensure_base_dir
@@ -44,12 +47,12 @@ from tempwatch.openfiles import (
 from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, rescan
 from tempwatch.scan import is_excluded, scan_tree
+from tempwatch.supervise import RESTART_RETRY_SECONDS, Supervisor
 from tempwatch.watcher import Watcher
 
 __all__ = ["Service", "ServiceStats"]
 
 _STOP_SECONDS = 1.5  # the whole stop, all joins together
-_RESTART_RETRY_SECONDS = 5.0
 _SETTLE_SECONDS = 0.2
 
 
@@ -70,6 +73,7 @@ class ServiceStats:
     last_pass_report: PassReport | None
     pinned_files: int
     pinned_bytes: int
+    base_dir_problem: str | None = None  # what base_dir became, while it is not adopted
 
 
 class Service:
@@ -100,7 +104,11 @@ class Service:
         self._limits = limits_of(config)
         self._own = own_files(config)
         self._instance = InstanceLock(self._base_dir)
-        self._watcher: Watcher | None = None
+        self._supervisor = Supervisor(
+            self._base_dir, self._instance,
+            make_watcher=lambda: self._make_watcher(self._config, self._own),
+            on_adopted=self._adopted,
+        )
         self._deleter: Deleter | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -114,15 +122,12 @@ class Service:
             listener=listener, act_lock=self._act_lock, should_stop=self._stopping.is_set,
             said=self._said,
         )
-        self._watcher_lock = threading.Lock()
         self._rescan_reasons: set[str] = set()
         self._rescan_lock = threading.Lock()
         self._started_at = 0.0
         self._registered_by_rescan = 0
-        self._registered_by_old_watchers = 0
         self._overflows = 0
         self._rescans = 0
-        self._observer_restarts = 0
         self._last_pass_at: float | None = None
         self._last_pass: PassReport | None = None
 
@@ -148,7 +153,7 @@ class Service:
     @property
     def watcher(self) -> Watcher | None:
         """The watcher, once started."""
-        return self._watcher
+        return self._supervisor.watcher
 
     def start(self) -> None:
         """Create base_dir if needed, lock it, watch it, register what is there, start threads."""
@@ -156,10 +161,8 @@ class Service:
         self._instance.acquire()
         try:
             self._started_at = self._clock()
-            self._deleter = deleter_for(self._config)
-            watcher = self._make_watcher(self._config, self._own)
-            watcher.start()  # before the scan: nothing created meanwhile is missed
-            self._watcher = watcher
+            identity = self._supervisor.start()  # the observer runs before the scan
+            self._deleter = deleter_for(self._config, identity)
             self._rescan("start")
             for name, loop in (
                 ("cleanup", self._cleanup_loop),
@@ -183,9 +186,7 @@ class Service:
         monitor = [t for t in self._threads if t.name == "tempwatch-monitor"]
         for thread in monitor:  # first, so that it cannot restart the observer meanwhile
             thread.join(max(0.0, deadline - time.monotonic()))
-        with self._watcher_lock:
-            if self._watcher is not None:
-                self._watcher.stop(max(0.1, deadline - time.monotonic()))
+        self._supervisor.stop(max(0.1, deadline - time.monotonic()))
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         late = [t.name for t in self._threads if t.is_alive()]
@@ -199,37 +200,45 @@ class Service:
     @property
     def stats(self) -> ServiceStats:
         """What the service has done so far."""
-        watcher = self._watcher
+        supervisor = self._supervisor
+        watcher = supervisor.watcher
         by_events = watcher.registered_total if watcher is not None else 0
         return ServiceStats(
             started_at=self._started_at,
             registered_files=len(self.registry),
             registered_bytes=self.registry.total_bytes,
-            registered_total=self._registered_by_old_watchers + by_events
+            registered_total=supervisor.registered_by_old_watchers + by_events
             + self._registered_by_rescan,
             overflows=self._overflows,
             rescans=self._rescans,
-            observer_restarts=self._observer_restarts,
+            observer_restarts=supervisor.restarts,
             observer_alive=watcher is not None and watcher.is_alive,
             observer_kind=watcher.kind if watcher is not None else None,
             last_pass_at=self._last_pass_at,
             last_pass_report=self._last_pass,
             pinned_files=self._enforcer.pinned[0],
             pinned_bytes=self._enforcer.pinned[1],
+            base_dir_problem=supervisor.guard.problem,
         )
 
     @property
     def is_working(self) -> bool:
-        """Every thread is running and the observer is alive: what a supervisor's watchdog
-        should hear about. A dead observer the monitor cannot restart stops the pings."""
-        watcher = self._watcher
+        """Every thread is running and the observer is alive (or stopped on purpose while
+        base_dir is changed): what a supervisor's watchdog should hear about. A dead observer
+        the monitor cannot restart stops the pings."""
         threads_alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
-        return threads_alive and watcher is not None and watcher.is_alive
+        return threads_alive and self._supervisor.is_watching
 
     def run_pass_now(self) -> PassReport:
-        """Run one full cleanup pass now, on the calling thread."""
+        """Run one full cleanup pass now, on the calling thread.
+
+        While base_dir is not the directory verified at start, nothing is done (an empty
+        report): see `ServiceStats.base_dir_problem`.
+        """
         config = self._config
         deleter = self._require_deleter()
+        if self._supervisor.guard.problem is not None:
+            return PassReport(dry_run=config.cleanup.dry_run)
         open_paths = (
             LazyOpenFiles(self._base_dir, sweep=self._sweep)
             if config.cleanup.skip_open_files
@@ -237,15 +246,9 @@ class Service:
         )
         with self._act_lock:
             report = run_pass(
-                self.registry,
-                deleter,
-                self._limits,
-                open_paths=open_paths,
-                clock=self._clock,
-                listener=self._listener,
-                dry_run=config.cleanup.dry_run,
-                should_stop=self._stopping.is_set,
-                said=self._said,
+                self.registry, deleter, self._limits, open_paths=open_paths, clock=self._clock,
+                listener=self._listener, dry_run=config.cleanup.dry_run,
+                should_stop=self._stopping.is_set, said=self._said,
             )
             if (
                 config.cleanup.remove_empty_dirs
@@ -288,12 +291,15 @@ class Service:
         own = own_files(config)
         if _watch_settings(config) != _watch_settings(old):
             self._replace_watcher(config, own)
-        elif self._watcher is not None:
-            self._watcher.skip_paths = own
+        elif self._supervisor.watcher is not None:
+            self._supervisor.watcher.skip_paths = own
         self._config = config
         self._limits = limits_of(config)
         self._own = own
-        self._deleter = deleter_for(config)
+        try:
+            self._deleter = deleter_for(config, self._supervisor.guard.identity)
+        except OSError:
+            pass  # base_dir is not there: a deleter is made when a directory is adopted
         for event in (self._wake_cleanup, self._wake_enforcer, self._wake_rescan):
             event.set()  # re-wait with the new intervals, re-check the new limits
         logger.bind(event="reload").info("configuration reloaded")
@@ -344,6 +350,8 @@ class Service:
             if delay > 0 and self._stopping.wait(delay):
                 return
             config = self._config
+            if self._supervisor.guard.problem is not None:
+                continue  # base_dir is not ours to clean now
             try:
                 self._enforcer.enforce(config, self._limits, self._require_deleter())
             except Exception:
@@ -371,35 +379,20 @@ class Service:
 
     def _monitor_loop(self) -> None:
         while not self._stopping.wait(self._monitor_interval):
-            restarted = self._restart_dead_observer()
-            if restarted:
-                self.request_rescan("observer restart")
-            elif restarted is False and self._stopping.wait(_RESTART_RETRY_SECONDS):
+            outcome = self._supervisor.tick(self._stopping.is_set)
+            if isinstance(outcome, str):
+                self.request_rescan(outcome)
+            elif outcome is False and self._stopping.wait(RESTART_RETRY_SECONDS):
                 return
-
-    def _restart_dead_observer(self) -> bool | None:
-        """None if the observer is fine, else whether restarting it worked."""
-        with self._watcher_lock:
-            watcher = self._watcher
-            if watcher is None or watcher.is_alive or self._stopping.is_set():
-                return None
-            logger.bind(event="observer-died", observer=watcher.kind).error(
-                "the {} observer of {} stopped; restarting it", watcher.kind, self._base_dir
-            )
-            try:
-                watcher.restart()
-            except (TempwatchError, OSError) as e:
-                logger.bind(event="observer-restart-failed").error(
-                    "could not restart the observer: {}; retrying in {}s", e,
-                    _RESTART_RETRY_SECONDS,
-                )
-                return False
-            self._observer_restarts += 1
-            return True
 
     # -- the work -----------------------------------------------------------------
 
     def _rescan(self, reason: str) -> ReconcileResult:
+        guard = self._supervisor.guard
+        if guard.problem is not None or (
+            guard.identity is not None and describe_change(self._base_dir, guard.identity)
+        ):
+            return ReconcileResult()  # never register what another directory holds
         watch = self._config.watch
         result = rescan(
             self.registry, self._base_dir, reason=reason, recursive=watch.recursive,
@@ -431,20 +424,16 @@ class Service:
         )
 
     def _replace_watcher(self, config: Config, own: frozenset[str]) -> None:
-        with self._watcher_lock:
-            old = self._watcher
-            if old is not None:
-                old.stop()
-            watcher = self._make_watcher(config, own)
-            watcher.start()  # on failure the old one, stopped, is restarted by the monitor
-            self._watcher = watcher
-            if old is not None:
-                self._registered_by_old_watchers += old.registered_total
+        self._supervisor.replace(self._make_watcher(config, own))
         if config.watch.exclude:
             for path in list(self.registry.times()):
                 if is_excluded(path[len(self._base_dir) + 1 :], config.watch.exclude):
                     self.registry.discard(path)
         self.request_rescan("watch settings changed")
+
+    def _adopted(self, identity: DirIdentity) -> None:
+        """Another directory was adopted as base_dir: the deleter is bound to it alone."""
+        self._deleter = deleter_for(self._config, identity)
 
     def _require_deleter(self) -> Deleter:
         if self._deleter is None:

@@ -136,6 +136,23 @@ class Stats:
     observer_alive: bool = True
     last_pass_at: float | None = NOW - 1
     pinned_files: int = 0
+    base_dir_problem: str | None = None
+
+
+def test_base_dir_no_longer_the_one_checked_is_unhealthy_with_what_it_became(
+    tmp_path: Path,
+) -> None:
+    config = Config(watch=WatchConfig(base_dir=tmp_path))
+    changed = Stats(observer_alive=False, base_dir_problem="has another mount over it (mount id 9)")
+    health = assess_service(changed, config, now=NOW, base_dir_exists=True)
+    assert (health.status, health.http_status) == ("unhealthy", 503)
+    # The observer is stopped on purpose: the one reason is the directory.
+    assert health.reasons == [
+        f"base_dir {tmp_path} has another mount over it (mount id 9): nothing is cleaned"
+    ]
+    assert health.body["base_dir_problem"] == "has another mount over it (mount id 9)"
+    assert assess_service(Stats(), config, now=NOW, base_dir_exists=True).body[
+        "base_dir_problem"] is None
 
 
 def test_assess_service_reads_the_stats_and_the_config_in_force(tmp_path: Path) -> None:
