@@ -107,9 +107,8 @@ def execute_plan(
     and counted in `PassReport.unfinished`, as after a BASE_CHANGED result (base_dir is no
     longer the directory the deleter is bound to).
     """
-    report = PassReport(
-        pinned_files=plan.pinned_files, pinned_bytes=plan.pinned_bytes, dry_run=dry_run
-    )
+    pinned_files, pinned_bytes = _on_disk(plan.pinned, registry)
+    report = PassReport(pinned_files=pinned_files, pinned_bytes=pinned_bytes, dry_run=dry_run)
     for decision in plan.skipped_open:
         report.skipped_open.append(decision)
         logger.debug("skipped {path} ({reason}): open", **_fields(decision, "skipped-open"))
@@ -143,6 +142,25 @@ def _until_stopped(
         if should_stop():
             return
         yield d.path, FileId(dev, d.ino) if d.ino and dev else None
+
+
+def _on_disk(pinned: Sequence[Decision], registry: Registry | None) -> tuple[int, int]:
+    """How many pinned files are still there and their size now: a file still being written
+    has grown since its last close, which is when the registry last heard of its size. The
+    registry learns the new sizes too, so the totals the limits use catch up."""
+    files = total = 0
+    for decision in pinned:
+        try:
+            st = os.lstat(decision.path)
+        except OSError:
+            continue  # gone since the plan: it pins nothing
+        if decision.ino and st.st_ino != decision.ino:
+            continue  # another file under the name: not the one held
+        files += 1
+        total += st.st_size
+        if registry is not None and st.st_size != decision.size_bytes:
+            registry.update_size(decision.path, st.st_size)
+    return files, total
 
 
 def _by_directory(decisions: Sequence[Decision]) -> list[Decision]:

@@ -5,7 +5,8 @@
   in its place: nothing is cleaned there until one passes the start checks). New files are
   not being registered or cleaned: a supervisor or an operator should look.
 - degraded (HTTP 200): a limit is exceeded only because the files that would go are held
-  open, or no cleanup pass has run for longer than twice the interval (plus a grace). It
+  open, or no cleanup pass has run for longer than twice the interval (plus a grace), or
+  the open-file check could not inspect some processes (their open files look closed). It
   still works; an operator should look.
 - healthy (HTTP 200): otherwise.
 
@@ -92,13 +93,14 @@ def assess(
     started_at: float,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     base_dir_problem: str | None = None,
+    sweep_denied_processes: int = 0,
 ) -> Health:
     """Judge the service's health from facts gathered by the caller; all times are epoch seconds.
 
     The body holds: status, reasons, active_files, base_dir, max_age (seconds), timestamp,
     observer_alive, base_dir_exists, base_dir_problem (what base_dir became, or null),
-    last_pass_at (ISO 8601 UTC or null),
-    seconds_since_last_pass, pass_overdue, limit_pinned, started_at and uptime_seconds.
+    last_pass_at (ISO 8601 UTC or null), seconds_since_last_pass, pass_overdue,
+    limit_pinned, sweep_denied_processes, started_at and uptime_seconds.
     """
     overdue = is_pass_overdue(
         now=now,
@@ -118,6 +120,11 @@ def assess(
     warnings: list[str] = []
     if limit_pinned:
         warnings.append("a limit is exceeded, but the files that would go are held open")
+    if sweep_denied_processes:
+        warnings.append(
+            f"the open-file check cannot inspect {sweep_denied_processes} processes: "
+            "files they hold open look closed and may be deleted"
+        )
     if overdue:
         since = "start" if last_pass_at is None else "the last pass"
         since_at = started_at if last_pass_at is None else last_pass_at
@@ -140,6 +147,7 @@ def assess(
         "seconds_since_last_pass": None if last_pass_at is None else round(now - last_pass_at, 3),
         "pass_overdue": overdue,
         "limit_pinned": limit_pinned,
+        "sweep_denied_processes": sweep_denied_processes,
         "started_at": _iso(started_at),
         "uptime_seconds": round(now - started_at, 3),
     }
@@ -161,6 +169,8 @@ class ServiceState(Protocol):
     def pinned_files(self) -> int: ...
     @property
     def base_dir_problem(self) -> str | None: ...
+    @property
+    def sweep_denied_processes(self) -> int: ...
 
 
 def assess_service(
@@ -185,4 +195,5 @@ def assess_service(
         started_at=state.started_at,
         grace_seconds=grace_seconds,
         base_dir_problem=state.base_dir_problem,
+        sweep_denied_processes=state.sweep_denied_processes,
     )

@@ -102,6 +102,8 @@ class ServiceFigures(Protocol):
     def observer_kind(self) -> str | None: ...
     @property
     def pinned_bytes(self) -> int: ...
+    @property
+    def sweep_denied_processes(self) -> int: ...
 
 
 class Metrics:
@@ -229,6 +231,9 @@ class _ServiceCollector:
              figures.registered_bytes if figures else 0),
             ("tempwatch_pinned_bytes", "Bytes over a limit that stay because the files are open.",
              figures.pinned_bytes if figures else self._metrics._last_pinned_bytes),
+            ("tempwatch_sweep_denied_processes",
+             "Processes the last open-file sweep could not inspect: their open files look closed.",
+             figures.sweep_denied_processes if figures else 0),
         )  # fmt: skip
         for name, text, value in gauges:
             yield GaugeMetricFamily(name, text, value=value)

@@ -14,6 +14,7 @@ from operator import attrgetter
 
 from loguru import logger
 
+from tempwatch.blindspots import warn_denied
 from tempwatch.cleaner import CleanupListener, PassReport, run_pass_over
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
@@ -116,6 +117,8 @@ def _clean_once(
         listener=listener,
         dry_run=cleanup.dry_run,
     )
+    if isinstance(open_paths, LazyOpenFiles) and open_paths.result is not None:
+        warn_denied(open_paths.result.processes_denied, str(config.watch.base_dir), "clean")
     if cleanup.remove_empty_dirs and not cleanup.dry_run:
         remove_empty_dirs(deleter, scan.dirs, cleanup.max_age_seconds, clock())
     return report, scan

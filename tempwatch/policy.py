@@ -2,7 +2,8 @@
 
 It reads entries oldest first and answers with decisions, each with its reason. Files
 that are open are never chosen; when a limit cannot be met because the remaining files
-are open, the plan says how many files and bytes are pinned.
+are open, the plan names the files that pin it. A file that expired while held open is
+still there, so it still counts against the limits, and pins them like any other.
 """
 
 from __future__ import annotations
@@ -78,13 +79,22 @@ class Plan:
 
     deletions: tuple[Decision, ...] = ()
     skipped_open: tuple[Decision, ...] = ()
-    pinned_files: int = 0  # files left over a limit because they are open
-    pinned_bytes: int = 0
+    pinned: tuple[Decision, ...] = ()  # open files that leave a limit exceeded
+
+    @property
+    def pinned_files(self) -> int:
+        """How many files are left over a limit because they are open."""
+        return len(self.pinned)
+
+    @property
+    def pinned_bytes(self) -> int:
+        """Their size as the registry knows it (the cleaner measures them on disk)."""
+        return sum(decision.size_bytes for decision in self.pinned)
 
     @property
     def is_limit_pinned(self) -> bool:
         """A limit stays exceeded because the files that would go are open."""
-        return self.pinned_files > 0
+        return bool(self.pinned)
 
 
 def _reason_by_file(
@@ -115,31 +125,30 @@ def plan_pass(
     """
     deletions: list[Decision] = []
     skipped: list[Decision] = []
-    kept: list[tuple[str, Entry]] = []
-    count = 0
+    kept: list[tuple[str, Entry]] = []  # what stays on disk, open files included
     total_bytes = 0
     for path, entry in entries:
         age = now - entry.registered_at
         reason = _reason_by_file(entry, age, limits, path in forced)
-        if reason is None:
-            kept.append((path, entry))
-        else:
+        if reason is not None:
             decision = Decision(path, reason, age, entry.size_bytes, entry.ino)
-            if path in open_paths:
-                skipped.append(decision)
-            else:
+            if path not in open_paths:
                 deletions.append(decision)
                 continue
-        count += 1
+            skipped.append(decision)
+        kept.append((path, entry))
         total_bytes += entry.size_bytes
     evictions = plan_evictions(
-        kept, count=count, total_bytes=total_bytes, now=now, limits=limits, open_paths=open_paths
+        kept, count=len(kept), total_bytes=total_bytes, now=now, limits=limits,
+        open_paths=open_paths,
     )
+    # An expired (or oversize) open file is met again by the eviction: listed once.
+    already = {decision.path for decision in skipped}
     return Plan(
         deletions=tuple(deletions) + evictions.deletions,
-        skipped_open=tuple(skipped) + evictions.skipped_open,
-        pinned_files=evictions.pinned_files,
-        pinned_bytes=evictions.pinned_bytes,
+        skipped_open=tuple(skipped)
+        + tuple(d for d in evictions.skipped_open if d.path not in already),
+        pinned=evictions.pinned,
     )
 
 
@@ -165,7 +174,6 @@ def plan_evictions(
     bytes_target = limits.bytes_target() if over_quota else total_bytes
     deletions: list[Decision] = []
     skipped: list[Decision] = []
-    pinned_files = pinned_bytes = 0
     for path, entry in oldest_first:
         if count <= count_target and total_bytes <= bytes_target:
             break
@@ -175,12 +183,9 @@ def plan_evictions(
         decision = Decision(path, reason, now - entry.registered_at, entry.size_bytes, entry.ino)
         if path in open_paths:
             skipped.append(decision)
-            pinned_files += 1
-            pinned_bytes += entry.size_bytes
             continue
         deletions.append(decision)
         count -= 1
         total_bytes -= entry.size_bytes
-    if count <= count_target and total_bytes <= bytes_target:
-        pinned_files = pinned_bytes = 0
-    return Plan(tuple(deletions), tuple(skipped), pinned_files, pinned_bytes)
+    met = count <= count_target and total_bytes <= bytes_target
+    return Plan(tuple(deletions), tuple(skipped), () if met else tuple(skipped))

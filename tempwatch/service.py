@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from tempwatch.baseguard import describe_change
+from tempwatch.blindspots import SweepVisibility
 from tempwatch.cleaner import CleanupListener, PassReport, run_pass
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
@@ -74,6 +75,7 @@ class ServiceStats:
     pinned_files: int
     pinned_bytes: int
     base_dir_problem: str | None = None  # what base_dir became, while it is not adopted
+    sweep_denied_processes: int = 0  # processes the latest open-file sweep could not inspect
 
 
 class Service:
@@ -97,7 +99,8 @@ class Service:
         self._config = config
         self._base_dir = str(config.watch.base_dir)
         self._clock = clock
-        self._sweep = sweep
+        self._visibility = SweepVisibility(sweep)
+        self._sweep = self._visibility.sweep
         self._listener = listener
         self._monitor_interval = monitor_interval_seconds
         self._polling_interval = polling_interval_seconds
@@ -118,7 +121,7 @@ class Service:
         self._act_lock = threading.Lock()  # one pass or eviction deletes at a time
         self._said = SaidOnce()  # a dry run's "would delete" lines, said once per verdict
         self._enforcer = Enforcer(
-            self.registry, base_dir=self._base_dir, sweep=sweep, clock=clock,
+            self.registry, base_dir=self._base_dir, sweep=self._sweep, clock=clock,
             listener=listener, act_lock=self._act_lock, should_stop=self._stopping.is_set,
             said=self._said,
         )
@@ -164,6 +167,7 @@ class Service:
             identity = self._supervisor.start()  # the observer runs before the scan
             self._deleter = deleter_for(self._config, identity)
             self._rescan("start")
+            self._visibility.at_start(self._base_dir, self._config.cleanup.skip_open_files)
             for name, loop in (
                 ("cleanup", self._cleanup_loop),
                 ("enforcer", self._enforcer_loop),
@@ -219,6 +223,7 @@ class Service:
             pinned_files=self._enforcer.pinned[0],
             pinned_bytes=self._enforcer.pinned[1],
             base_dir_problem=supervisor.guard.problem,
+            sweep_denied_processes=self._visibility.processes_denied,
         )
 
     @property
@@ -262,6 +267,7 @@ class Service:
                     deleter, dirs, config.cleanup.max_age_seconds, self._clock(),
                     should_stop=self._stopping.is_set,
                 )
+        self._visibility.after_pass(open_paths, self._base_dir)
         self._last_pass_at = self._clock()
         self._last_pass = report
         self._enforcer.pass_done(report)

@@ -137,6 +137,7 @@ class Stats:
     last_pass_at: float | None = NOW - 1
     pinned_files: int = 0
     base_dir_problem: str | None = None
+    sweep_denied_processes: int = 0
 
 
 def test_base_dir_no_longer_the_one_checked_is_unhealthy_with_what_it_became(
@@ -173,6 +174,14 @@ def test_assess_service_reads_the_stats_and_the_config_in_force(tmp_path: Path) 
     assert assess_service(late, config, now=NOW, base_dir_exists=True).status == "degraded"
     assert assess_service(Stats(last_pass_at=NOW - 49), config, now=NOW,
                           base_dir_exists=True).status == "healthy"
+    blind = assess_service(Stats(sweep_denied_processes=3), config, now=NOW,
+                           base_dir_exists=True)
+    assert (blind.status, blind.http_status, blind.body["sweep_denied_processes"]) == (
+        "degraded", 200, 3)
+    assert blind.reasons == [
+        "the open-file check cannot inspect 3 processes: files they hold open look closed "
+        "and may be deleted"
+    ]
     dead = assess_service(Stats(observer_alive=False), config, now=NOW, base_dir_exists=True)
     assert dead.http_status == 503
     gone = assess_service(Stats(), config, now=NOW, base_dir_exists=False)

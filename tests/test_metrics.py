@@ -142,6 +142,7 @@ class Figures:
     observer_restarts: int = 0
     observer_kind: str | None = None
     pinned_bytes: int = 0
+    sweep_denied_processes: int = 0
 
 
 def test_service_figures_are_read_when_scraped() -> None:
@@ -152,6 +153,7 @@ def test_service_figures_are_read_when_scraped() -> None:
         figures = Figures(
             registered_files=7, registered_bytes=9000, registered_total=12, overflows=2,
             rescans=3, observer_restarts=1, observer_kind="polling", pinned_bytes=512,
+            sweep_denied_processes=4,
         )
         second = scrape(server.url)
     assert value(first, "temp_files_active") == 3
@@ -161,6 +163,8 @@ def test_service_figures_are_read_when_scraped() -> None:
     assert value(second, "temp_files_active") == 7
     assert value(second, "temp_files_bytes") == 9000
     assert value(second, "tempwatch_pinned_bytes") == 512
+    assert value(first, "tempwatch_sweep_denied_processes") == 0
+    assert value(second, "tempwatch_sweep_denied_processes") == 4
     assert value(second, "temp_files_registered_total") == 12
     assert value(second, "tempwatch_inotify_overflows_total") == 2
     assert value(second, "tempwatch_rescans_total") == 3

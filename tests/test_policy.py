@@ -105,6 +105,34 @@ def test_eviction_passes_over_open_files_and_reports_pinned_ones() -> None:
     assert plan.is_limit_pinned
 
 
+def test_files_expired_while_open_still_pin_the_limits() -> None:
+    # 25 files held open, all older than max_age, over a count of 20: they cannot go, so
+    # the count stays exceeded, and every one of them is what holds it there.
+    rows = [(f"/b/{i}", 500 - i, 4096) for i in range(25)]
+    held = {path for path, _, _ in rows}
+    plan = plan_pass(
+        entries(*rows), now=NOW, limits=Limits(max_age_seconds=60, max_files=20),
+        open_paths=held,
+    )
+    assert plan.deletions == ()
+    assert (plan.pinned_files, plan.pinned_bytes) == (25, 25 * 4096)
+    # Each is listed once as skipped, with the reason it first met: expiry.
+    assert [d.path for d in plan.skipped_open] == [path for path, _, _ in rows]
+    assert {d.reason for d in plan.skipped_open} == {Reason.EXPIRED}
+
+
+def test_closed_files_go_and_the_expired_open_ones_are_what_pins() -> None:
+    rows = [("/b/held1", 500, 10), ("/b/held2", 400, 20), ("/b/young", 10, 30)]
+    plan = plan_pass(
+        entries(*rows), now=NOW, limits=Limits(max_age_seconds=60, max_files=1,
+                                               low_watermark=1.0),
+        open_paths={"/b/held1", "/b/held2"},
+    )
+    assert [(d.path, d.reason) for d in plan.deletions] == [("/b/young", Reason.OVER_COUNT)]
+    assert [d.path for d in plan.pinned] == ["/b/held1", "/b/held2"]
+    assert plan.pinned_bytes == 30
+
+
 def test_quota_evicts_by_bytes_and_skips_empty_files() -> None:
     rows = [("/b/empty", 100, 0), ("/b/a", 90, 600), ("/b/b", 80, 600), ("/b/c", 70, 600)]
     plan = plan_pass(

@@ -1,0 +1,90 @@
+"""What the open-file check could not see, said out loud.
+
+A sweep that may not read /proc/PID/fd of a process (another user's, when the service runs
+without CAP_SYS_PTRACE; or one a security module shields) takes every file that process
+holds as closed, so such a file can be deleted while in use. The sweep counts those
+processes; this module keeps the count of the latest sweep, for the metrics and /healthz,
+and turns it into a warning an operator reads: at start, and once per cleanup pass.
+
+The real fix is a lease on each file before it is deleted; until then, and on filesystems
+without leases, this is the honest report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from loguru import logger
+
+from tempwatch.openfiles import LazyOpenFiles, OpenFiles
+
+__all__ = ["SweepVisibility", "warn_denied"]
+
+
+_REMEDY_AS_USER = "run as root with CAP_SYS_PTRACE to see other users' processes"
+_REMEDY_AS_ROOT = (
+    "root needs CAP_SYS_PTRACE, and no security module (AppArmor, SELinux) denying ptrace "
+    "reads, to see every process"
+)
+
+
+def warn_denied(processes_denied: int, base_dir: str, when: str) -> None:
+    """Warn, if any process could not be inspected, that its open files look closed."""
+    if processes_denied <= 0:
+        return
+    one = processes_denied == 1
+    logger.bind(event="sweep-denied", processes_denied=processes_denied).warning(
+        "{}: the open-file check could not inspect {} process{}: files {} open under {} "
+        "look closed and may be deleted while in use ({})",
+        when,
+        processes_denied,
+        "" if one else "es",
+        "it holds" if one else "they hold",
+        base_dir,
+        _REMEDY_AS_ROOT if os.geteuid() == 0 else _REMEDY_AS_USER,
+    )
+
+
+class SweepVisibility:
+    """Wraps a sweep: remembers how many processes the latest one could not inspect.
+
+    `sweep` is the wrapped call itself; hand it to whatever sweeps. Thread-safe enough for
+    its use: one int written per sweep, read by scrapes and health checks.
+    """
+
+    def __init__(self, sweep: Callable[[str], OpenFiles]) -> None:
+        self._sweep = sweep
+        self.processes_denied = 0  # of the latest sweep; 0 before the first
+        self.sweeps = 0
+
+    def sweep(self, base_dir: str) -> OpenFiles:
+        """Run the wrapped sweep and note its count of processes it could not inspect."""
+        result = self._sweep(base_dir)
+        self.processes_denied = result.processes_denied
+        self.sweeps += 1
+        return result
+
+    def at_start(self, base_dir: str, check_open_files: bool) -> None:
+        """Sweep once at start, when files are checked for being open, and say if some
+        processes are hidden: the operator learns it now, not at the first deletion."""
+        if check_open_files:
+            self.sweep(base_dir)
+            self.warn(base_dir, "at start")
+
+    def warn(self, base_dir: str, when: str) -> None:
+        """Warn with the latest count, if it is not 0."""
+        warn_denied(self.processes_denied, base_dir, when)
+
+    def after_pass(self, open_paths: object, base_dir: str) -> None:
+        """Once per cleanup pass: warn with a current count while some process is hidden.
+
+        A pass sweeps only when it has something to delete; while the latest count is not 0
+        a pass that did not sweep sweeps once anyway, so that the count (and the health it
+        sets) follows a hidden process going away instead of staying stale.
+        """
+        if not isinstance(open_paths, LazyOpenFiles):
+            return  # the open-file check is off: nothing is swept, nothing is hidden
+        if not open_paths.swept and self.processes_denied:
+            self.sweep(base_dir)
+        self.warn(base_dir, "cleanup pass")
