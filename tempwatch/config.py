@@ -136,7 +136,7 @@ class MetricsConfig:
 
     enabled: bool = False
     address: str = "127.0.0.1"
-    port: int = 9090
+    port: int = 8328
 
 
 @dataclass(frozen=True, slots=True)

@@ -311,7 +311,7 @@ class MetricsServer:
         metrics: Metrics,
         *,
         address: str = "127.0.0.1",
-        port: int = 9090,
+        port: int = 8328,
         health: Callable[[], Health] | None = None,
     ) -> None:
         self.metrics = metrics
@@ -328,7 +328,7 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        """Base URL of the endpoint, e.g. http://127.0.0.1:9090."""
+        """Base URL of the endpoint, e.g. http://127.0.0.1:8328."""
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"http://{host}:{self._port}"
 

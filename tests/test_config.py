@@ -63,7 +63,7 @@ def test_defaults() -> None:
     assert config.limits == LimitsConfig(max_files=10000, max_file_size_bytes=100 * 1024**2)
     assert config.limits.max_total_size_bytes == 0 and config.limits.low_watermark == 0.9
     assert config.log == LogConfig(level="INFO", format="text", file=None)
-    assert config.metrics == MetricsConfig(enabled=False, address="127.0.0.1", port=9090)
+    assert config.metrics == MetricsConfig(enabled=False, address="127.0.0.1", port=8328)
 
 
 EVERY_KEY_TOML = """
@@ -357,7 +357,7 @@ INVALID_TOML_VALUES = [
     ("metrics.address", "127", "127"),
     ("metrics.port", "70000", "70000"),
     ("metrics.port", "-1", "-1"),
-    ("metrics.port", '"9090"', '"9090"'),
+    ("metrics.port", '"8328"', '"8328"'),
     ("metrics.port", "true", "True"),
 ]
 

@@ -293,6 +293,14 @@ def container_config_path(dockerfile: list[tuple[str, str]]) -> str:
     return _env_of(dockerfile)[CONFIG_PATH_ENV]
 
 
+def test_the_default_metrics_port_is_clear_of_prometheus_and_its_exporters() -> None:
+    # Prometheus (9090), its Pushgateway (9091) and Alertmanager (9093) share hosts with the
+    # services they scrape, and the exporter range 9100-9999 is allocated in full.
+    assert DEFAULT_PORT not in (9090, 9091, 9093)
+    assert not 9100 <= DEFAULT_PORT <= 9999
+    assert 1024 < DEFAULT_PORT < 32768  # not privileged, below Linux's ephemeral range
+
+
 # -- systemd --------------------------------------------------------------------------------
 
 
