@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
-from tempwatch.deleter import Deleter, DeleteResult, FileId, Outcome
+from tempwatch.deleter import DeleteItem, Deleter, DeleteResult, FileId, Outcome
 from tempwatch.lognoise import SaidOnce
 from tempwatch.policy import Decision, Limits, Plan, plan_evictions, plan_pass
 from tempwatch.registry import Entry, Registry
@@ -68,6 +68,7 @@ class PassReport:
     failed: list[tuple[Decision, DeleteResult]] = field(default_factory=list)
     left_alone: list[tuple[Decision, DeleteResult]] = field(default_factory=list)
     vanished: int = 0
+    used_since: int = 0  # expired by the entry's time, kept: the lstat showed a later use
     pinned_files: int = 0
     pinned_bytes: int = 0
     duration_seconds: float = 0.0
@@ -124,12 +125,16 @@ def execute_plan(
     def is_halted() -> bool:
         return halted or (should_stop is not None and should_stop())
 
+    renew = registry.renew if registry is not None else None
     items = _until_stopped(deletions, dev, is_halted)
     done = 0
     # Not strict: the items end early on a stop, and the decisions left are counted.
     for decision, result in zip(deletions, deleter.delete_many(items), strict=False):
         done += 1
-        _record(decision, result, report, discard, listener, said if dry_run else None)
+        if result.outcome is Outcome.TOO_RECENT and result.last_used_at is not None:
+            _kept_used(decision, result.last_used_at, report, renew)
+        else:
+            _record(decision, result, report, discard, listener, said if dry_run else None)
         halted = result.outcome is Outcome.BASE_CHANGED
     report.unfinished = len(deletions) - done
     return report
@@ -137,11 +142,24 @@ def execute_plan(
 
 def _until_stopped(
     deletions: Sequence[Decision], dev: int, should_stop: Callable[[], bool]
-) -> Iterator[tuple[str, FileId | None]]:
+) -> Iterator[DeleteItem]:
     for d in deletions:
         if should_stop():
             return
-        yield d.path, FileId(dev, d.ino) if d.ino and dev else None
+        yield d.path, FileId(dev, d.ino) if d.ino and dev else None, d.age_check
+
+
+def _kept_used(
+    decision: Decision,
+    last_used_at: float,
+    report: PassReport,
+    renew: Callable[[str, float], object] | None,
+) -> None:
+    """An expiry the deleter refused: the file was used since its entry's time."""
+    report.used_since += 1
+    if renew is not None:
+        renew(decision.path, last_used_at)  # so the next pass ages it from its last use
+    logger.debug("kept {path}: used since it was judged", **_fields(decision, "kept-used"))
 
 
 def _on_disk(pinned: Sequence[Decision], registry: Registry | None) -> tuple[int, int]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tempwatch.age import AGE_SOURCES, DEFAULT_AGE_BY, AgeBy
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the tomli backport has the same API
@@ -60,6 +62,7 @@ ENV_VARS: Mapping[str, str] = {
     "TEMP_FILE_BASE_DIR": "watch.base_dir",
     "TEMP_FILE_ALLOW_SYSTEM_DIR": "watch.allow_system_dir",
     "TEMP_FILE_MAX_AGE": "cleanup.max_age",
+    "TEMP_FILE_AGE_BY": "cleanup.age_by",
     "TEMP_FILE_CLEANUP_INTERVAL": "cleanup.interval",
     "MAX_TEMP_FILES": "limits.max_files",
     "TEMP_FILE_SIZE_LIMIT": "limits.max_file_size",
@@ -100,6 +103,7 @@ class CleanupConfig:
     """
 
     max_age_seconds: float = 3600.0
+    age_by: AgeBy = DEFAULT_AGE_BY  # the timestamps a file's age counts from (tempwatch.age)
     interval_seconds: float = 300.0
     skip_open_files: bool = True
     secure_delete: bool = False
@@ -189,6 +193,7 @@ def _tables(config: Config) -> dict[str, dict[str, object]]:
         },
         "cleanup": {
             "max_age": _human_duration(cleanup.max_age_seconds),
+            "age_by": [source for source in AGE_SOURCES if source in cleanup.age_by],
             "interval": _human_duration(cleanup.interval_seconds),
             "skip_open_files": cleanup.skip_open_files,
             "secure_delete": cleanup.secure_delete,

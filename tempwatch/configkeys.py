@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tempwatch.age import AGE_SOURCES, AgeBy, age_by_of
 from tempwatch.basedir import resolve_base_dir
 from tempwatch.errors import ConfigError
 from tempwatch.units import parse_duration, parse_size, render_value
@@ -140,6 +141,18 @@ def _is_relative_glob(item: object) -> bool:
     return isinstance(item, str) and bool(item) and not os.path.isabs(item)
 
 
+def _to_age_by(value: object, label: str, origin: Origin) -> AgeBy:
+    if isinstance(value, str) and origin.from_env:  # "modified,changed"
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple | frozenset) and value:
+        try:
+            return age_by_of(value)
+        except (TypeError, ValueError):
+            pass
+    choices = ", ".join(f'"{source}"' for source in AGE_SOURCES)
+    raise invalid(label, f"a non-empty list of {choices}", value)
+
+
 def _to_mask(value: object, label: str, origin: Origin) -> int:
     return parse_mask(value, label)
 
@@ -190,6 +203,7 @@ KEYS: dict[str, _Key] = {
     "watch.exclude": _Key("exclude", _to_exclude),
     "watch.allow_system_dir": _Key("allow_system_dir", _to_bool),
     "cleanup.max_age": _Key("max_age_seconds", _to_duration),
+    "cleanup.age_by": _Key("age_by", _to_age_by),
     "cleanup.interval": _Key("interval_seconds", _to_duration),
     "cleanup.skip_open_files": _Key("skip_open_files", _to_bool),
     "cleanup.secure_delete": _Key("secure_delete", _to_bool),

@@ -31,6 +31,7 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
 
+from tempwatch.age import AgeCheck
 from tempwatch.descent import (
     Base,
     Cursor,
@@ -45,6 +46,8 @@ from tempwatch.descent import (
 from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, has_entries, zero_data
 
 __all__ = [
+    "AgeCheck",
+    "DeleteItem",
     "DeleteResult",
     "Deleter",
     "FileId",
@@ -75,19 +78,37 @@ class FileId:
     ino: int
 
 
+DeleteItem: TypeAlias = (
+    "tuple[PathArg, FileId | None] | tuple[PathArg, FileId | None, AgeCheck | None]"
+)
+"""(path, expected identity) or (path, expected identity, age check) for `delete_many`."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeleteResult:
-    """The outcome for one path; `size_bytes` is st_size from the last lstat before the unlink."""
+    """The outcome for one path; `size_bytes` is st_size from the last lstat before the unlink.
+
+    `last_used_at` is set with TOO_RECENT: the file's last use per the deleter's lstat.
+    """
 
     path: str
     outcome: Outcome
     size_bytes: int = 0
     error: str | None = None
+    last_used_at: float | None = None
 
     @property
     def ok(self) -> bool:
         """True when the file was deleted (or, in a dry run, would have been)."""
         return self.outcome is Outcome.DELETED
+
+
+class _UsedSince(Refused):
+    """The file was used after the age check's cutoff: it is younger than judged."""
+
+    def __init__(self, last_used_at: float) -> None:
+        super().__init__(Outcome.TOO_RECENT)
+        self.last_used_at = last_used_at
 
 
 class Deleter:
@@ -130,23 +151,25 @@ class Deleter:
         """The resolved directory below which this deleter acts."""
         return self._base_dir
 
-    def delete(self, path: PathArg, expected: FileId | None = None) -> DeleteResult:
+    def delete(
+        self, path: PathArg, expected: FileId | None = None, age_check: AgeCheck | None = None
+    ) -> DeleteResult:
         """Unlink the regular file or symlink at `path` (a symlink's target is never touched).
 
         `expected` is the identity the caller judged (from a scan or an event); if the name now
-        refers to another file the result is SWAPPED and nothing is removed. Relative paths are
-        taken relative to the current directory. Raises only TypeError for a non-path argument.
+        refers to another file the result is SWAPPED and nothing is removed. With `age_check`,
+        a file whose lstat shows it used after the cutoff is kept: TOO_RECENT, with its
+        `last_used_at`. Relative paths are taken relative to the current directory. Raises
+        only TypeError for a non-path argument.
         """
-        results = self.delete_many([(path, expected)])
+        results = self.delete_many([(path, expected, age_check)])
         try:
             return next(results)
         finally:
             results.close()
 
-    def delete_many(
-        self, items: Iterable[tuple[PathArg, FileId | None]]
-    ) -> Generator[DeleteResult, None, None]:
-        """`delete` for each (path, expected) in turn, yielding each result as it is done.
+    def delete_many(self, items: Iterable[DeleteItem]) -> Generator[DeleteResult, None, None]:
+        """`delete` for each (path, expected[, age_check]), yielding each result as it is done.
 
         One fd on base_dir serves the whole batch, and the fd on a subdirectory is kept while
         consecutive items are in it: sort the items by directory to enter each one once.
@@ -154,7 +177,9 @@ class Deleter:
         """
         cursor: Cursor | None = None
         try:
-            for path, expected in items:
+            for item in items:
+                path, expected = item[0], item[1]
+                check = item[2] if len(item) == 3 else None
                 abs_path, rel = self._split(path)
                 if rel is None:
                     yield DeleteResult(abs_path, Outcome.OUTSIDE)
@@ -168,7 +193,7 @@ class Deleter:
                     except OSError as e:
                         yield DeleteResult(abs_path, Outcome.FAILED, error=reason(e))
                         continue
-                yield self._act(cursor, abs_path, rel, self._unlink_file, expected)
+                yield self._act(cursor, abs_path, rel, self._unlink_file, (expected, check))
         finally:
             if cursor is not None:
                 cursor.close()
@@ -223,6 +248,8 @@ class Deleter:
         except Moved:
             cursor.leave()
             return DeleteResult(abs_path, Outcome.SWAPPED)
+        except _UsedSince as u:
+            return DeleteResult(abs_path, u.outcome, last_used_at=u.last_used_at)
         except Refused as r:
             return DeleteResult(abs_path, r.outcome, error=r.error)
         except OSError as e:  # e.g. EIO from an fstat: still a per-file problem, never raised
@@ -269,9 +296,17 @@ class Deleter:
             raise Refused(Outcome.NOT_OWNER)
         return st
 
-    def _unlink_file(self, cursor: Cursor, name: str, expected: FileId | None) -> int:
+    def _unlink_file(
+        self, cursor: Cursor, name: str, arg: tuple[FileId | None, AgeCheck | None]
+    ) -> int:
+        expected, check = arg
         base, dir_fd = cursor.base, cursor.fd
         judged = self._judge(base, dir_fd, name, _FILE_TYPES, expected)
+        if check is not None:
+            # Age by last use from the lstat just taken: no extra system call per file.
+            used = check.used_since(judged)
+            if used is not None:
+                raise _UsedSince(used)
         final = judged
         if (
             self.secure_delete

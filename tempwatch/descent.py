@@ -42,7 +42,7 @@ class Outcome(str, Enum):
     FAILED = "failed"  # an OSError such as EPERM; DeleteResult.error says which
     BASE_CHANGED = "base-changed"  # base_dir is no longer the directory it was checked to be
     NOT_EMPTY = "not-empty"  # remove_empty_dir: the directory has entries
-    TOO_RECENT = "too-recent"  # remove_empty_dir: modified less than older_than_seconds ago
+    TOO_RECENT = "too-recent"  # used (a dir: modified) more recently than the age limit allows
 
 
 # Refusals a directory kept open since an earlier file can cause by being renamed or removed.

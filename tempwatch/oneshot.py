@@ -1,6 +1,7 @@
 """One pass over base_dir as it is on disk, without the service: `tempwatch clean`.
 
-Age comes from each file's mtime. The same policy, open-file check and deleter as the
+A file's age is its age by last use (`tempwatch.age`, as the service judges it), from the
+timestamps the scan's lstat gave. The same policy, open-file check and deleter as the
 service decide and delete; the limits apply too, oldest first.
 """
 
@@ -10,10 +11,10 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from operator import attrgetter
 
 from loguru import logger
 
+from tempwatch.age import scan_time_getter
 from tempwatch.blindspots import warn_denied
 from tempwatch.cleaner import CleanupListener, PassReport, run_pass_over
 from tempwatch.config import Config
@@ -24,7 +25,7 @@ from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Entry, Registry
-from tempwatch.scan import DirInfo, FileInfo, ScanResult, collector_paused, scan_tree
+from tempwatch.scan import DirInfo, ScanResult, collector_paused, scan_tree
 
 __all__ = [
     "DiskState",
@@ -53,6 +54,7 @@ def limits_of(config: Config) -> Limits:
         max_file_size_bytes=config.limits.max_file_size_bytes,
         max_total_size_bytes=config.limits.max_total_size_bytes,
         low_watermark=config.limits.low_watermark,
+        age_by=config.cleanup.age_by,
     )
 
 
@@ -66,10 +68,12 @@ def own_files(config: Config) -> frozenset[str]:
 
 
 def read_disk(config: Config) -> DiskState:
-    """Scan base_dir into a registry, oldest first. Raises TempwatchError if it is missing."""
+    """Scan base_dir into a registry, oldest first by last use. Raises TempwatchError if it
+    is missing."""
     scan = _scan(config)
     registry = Registry()
-    registry.add_many((info.path, info.mtime, info.size_bytes, info.ino) for info in scan.files)
+    used_at = scan_time_getter(config.cleanup.age_by)
+    registry.add_many((info.path, used_at(info), info.size_bytes, info.ino) for info in scan.files)
     return DiskState(registry, scan)
 
 
@@ -97,10 +101,9 @@ def _clean_once(
     scan = _scan(config)
     # No registry: it would be filled from the scan, read back sorted and emptied again,
     # a locked call per file each time, only to be thrown away.
-    entries = [
-        (info.path, Entry(info.mtime, info.size_bytes, info.ino))
-        for info in _oldest_first(scan.files)
-    ]
+    used_at = scan_time_getter(config.cleanup.age_by)
+    entries = [(i.path, Entry(used_at(i), i.size_bytes, i.ino)) for i in scan.files]
+    entries.sort(key=_time_of)
     cleanup = config.cleanup
     deleter = deleter_for(config)
     open_paths = (
@@ -138,8 +141,8 @@ def _scan(config: Config) -> ScanResult:
     )
 
 
-def _oldest_first(files: list[FileInfo]) -> list[FileInfo]:
-    return sorted(files, key=attrgetter("mtime"))
+def _time_of(item: tuple[str, Entry]) -> float:
+    return item[1].registered_at
 
 
 def deleter_for(config: Config, identity: DirIdentity | None = None) -> Deleter:

@@ -13,6 +13,7 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+from tempwatch.age import AgeBy, AgeCheck
 from tempwatch.registry import Entry
 
 __all__ = ["EVERY_PATH", "Decision", "Limits", "Plan", "Reason", "plan_evictions", "plan_pass"]
@@ -45,13 +46,19 @@ class Reason(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What the policy enforces. 0 means unlimited for the counts and sizes."""
+    """What the policy enforces. 0 means unlimited for the counts and sizes.
+
+    Ages count from each entry's time (its last use as known: see `tempwatch.age`). With
+    `age_by`, each expiry carries an AgeCheck so that the deleter's own lstat can still
+    find the file used since and keep it; None trusts the entry's time alone.
+    """
 
     max_age_seconds: float
     max_files: int = 0
     max_file_size_bytes: int = 0
     max_total_size_bytes: int = 0
     low_watermark: float = 0.9
+    age_by: AgeBy | None = None
 
     def count_target(self) -> int:
         """How many files may remain after an eviction for the count limit."""
@@ -71,6 +78,7 @@ class Decision:
     age_seconds: float
     size_bytes: int
     ino: int
+    age_check: AgeCheck | None = None  # an expiry: the deleter keeps the file if used since
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +135,18 @@ def plan_pass(
     skipped: list[Decision] = []
     kept: list[tuple[str, Entry]] = []  # what stays on disk, open files included
     total_bytes = 0
+    age_by = limits.age_by
+    cutoff = now - limits.max_age_seconds
     for path, entry in entries:
         age = now - entry.registered_at
         reason = _reason_by_file(entry, age, limits, path in forced)
         if reason is not None:
-            decision = Decision(path, reason, age, entry.size_bytes, entry.ino)
+            check = (
+                AgeCheck(age_by, cutoff)
+                if age_by is not None and reason is Reason.EXPIRED
+                else None
+            )
+            decision = Decision(path, reason, age, entry.size_bytes, entry.ino, check)
             if path not in open_paths:
                 deletions.append(decision)
                 continue

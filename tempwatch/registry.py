@@ -180,6 +180,22 @@ class Registry:
                 self._bulk -= 1
                 self._settle()
         return added
+    def renew(self, path: str, used_at: float) -> bool:
+        """A later use of a registered file: its time moves forward to `used_at`.
+
+        False (nothing changed) if `path` is unknown or its time is not older than `used_at`.
+        Not recorded by `tracking`: size and inode, what a rescan reconciles, stay as they are.
+        """
+        with self.lock:
+            old = self._entries.get(path)
+            if old is None or used_at <= _time(old):
+                return False
+            self._remove(path, old)
+            value = _from_bytes(_pack_bytes(used_at, _size(old), old >> 128), "little")
+            self._insert(path, value, used_at, _size(old))
+            self._settle()
+            return True
+
     def update_size(self, path: str, size_bytes: int) -> bool:
         """Refresh the size of a registered file; False if it is not registered."""
         with self.lock:

@@ -1,10 +1,10 @@
-"""Reconciling rescan: after it, the registry holds exactly the regular files on disk.
+"""Reconciling rescan: after it, the registry holds exactly the regular files and symlinks on disk.
 
 Events can be lost (an inotify queue overflow, a directory inotify could not watch, a
 dead observer). A rescan recovers them: files on disk that are not registered are added,
-with their mtime as registration time (so a file found late is never younger than it
-is); entries whose file is gone are dropped; sizes and inodes are refreshed, and a changed
-inode is a new file under an old name.
+aged from their last use as their timestamps tell it (`tempwatch.age`: a file found late
+is never younger than it is); entries whose file is gone are dropped; sizes and inodes are
+refreshed, and a changed inode is a new file under an old name.
 
 The event handler keeps running during a rescan, so the scan is already stale when it is
 compared with the registry. `rescan` therefore opens a `Registry.tracking` window before
@@ -24,11 +24,11 @@ import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import TypeVar
 
 from loguru import logger
 
+from tempwatch.age import DEFAULT_AGE_BY, AgeBy, scan_time_getter, unwatched_last_used_at
 from tempwatch.registry import Registry, Touched
 from tempwatch.scan import ScanResult, collector_paused, is_excluded, scan_tree
 
@@ -45,8 +45,6 @@ Scanner = Callable[..., ScanResult]
 
 _Lstat = Callable[[str], os.stat_result]
 _T = TypeVar("_T")
-_mtime = attrgetter("mtime")
-_as_item = attrgetter("path", "mtime", "size_bytes", "ino")  # FileInfo -> add_many's tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +87,7 @@ def reconcile(
     skip_paths: Collection[str] = (),
     chunk_size: int = CHUNK_SIZE,
     should_stop: Callable[[], bool] | None = None,
+    age_by: AgeBy = DEFAULT_AGE_BY,
 ) -> ReconcileResult:
     """Make `registry` equal to the regular files of `scan`.
 
@@ -100,7 +99,8 @@ def reconcile(
     scan entered, without an error, the name not matching `exclude`. So directories the scan
     could not read lose no entries.
 
-    Symlinks and `skip_paths` (the service's own files) are never registered. `should_stop`
+    A file added is aged from its last use per `age_by` (registration unknown: its ctime
+    stands in). `skip_paths` (the service's own files) are never registered. `should_stop`
     is asked between chunks; when it answers True the work done so far is kept and the rest
     is left for the next rescan.
     """
@@ -113,16 +113,17 @@ def reconcile(
         missing = [
             i
             for i in scan.files
-            if not (i.is_symlink or i.path in skip or matches(i.path, i.size_bytes, i.ino))
+            if not (i.path in skip or matches(i.path, i.size_bytes, i.ino))
         ]
     else:  # the start: whatever an event registered since is in `touched`
-        missing = [i for i in scan.files if not (i.is_symlink or i.path in skip)]
+        missing = [i for i in scan.files if i.path not in skip] if skip else list(scan.files)
     # Oldest first: added in time order, they extend the registry's order instead of all
     # landing in its side table of late entries.
-    missing.sort(key=_mtime)
+    used_at = scan_time_getter(age_by)
+    missing.sort(key=used_at)
     ghosts: list[str] = []
     if registered:
-        on_disk = {i.path for i in scan.files if not i.is_symlink and i.path not in skip}
+        on_disk = {i.path for i in scan.files if i.path not in skip}
         ghosts = [path for path in registered if path not in on_disk]
         del on_disk
     counts = _Counts()
@@ -134,13 +135,15 @@ def reconcile(
             if unsure is None:
                 unsure = {i.path for i in infos}
             sure = [i for i in infos if i.path not in unsure] if unsure else infos
-            added = registry.add_many(map(_as_item, sure))
+            added = registry.add_many(
+                (i.path, used_at(i), i.size_bytes, i.ino) for i in sure
+            )
             # Each of them differed from its entry: if not new, it was resized (or its
             # inode learnt).
             counts.added += added
             counts.resized += len(sure) - added
             for path in unsure:
-                counts.note(_verify(registry, path, lstat, skip))
+                counts.note(_verify(registry, path, lstat, skip, age_by))
     vouched = _Vouched(scan, base_dir, exclude, skip)
     for paths in _chunks(ghosts, chunk_size):
         if should_stop is not None and should_stop():
@@ -148,7 +151,7 @@ def reconcile(
         with registry.lock:
             for path in paths:
                 if touched is None or path in touched or not vouched(path):
-                    counts.note(_verify(registry, path, lstat, skip))
+                    counts.note(_verify(registry, path, lstat, skip, age_by))
                 elif registry.discard(path) is not None:
                     counts.removed += 1
     return _result(counts)
@@ -164,6 +167,7 @@ def rescan(
     skip_paths: Collection[str] = (),
     should_stop: Callable[[], bool] | None = None,
     scanner: Scanner = scan_tree,
+    age_by: AgeBy = DEFAULT_AGE_BY,
 ) -> ReconcileResult:
     """Scan `base_dir` and reconcile `registry` with it; log one line with what changed.
 
@@ -177,7 +181,7 @@ def rescan(
         scan = scanner(base_dir, recursive=recursive, exclude=exclude, skip_names=skip_paths)
         result = reconcile(
             registry, scan, touched=touched, base_dir=os.path.realpath(base_dir),
-            exclude=exclude, skip_paths=skip_paths, should_stop=should_stop,
+            exclude=exclude, skip_paths=skip_paths, should_stop=should_stop, age_by=age_by,
         )
     quiet = reason == "start" or (reason in ROUTINE_REASONS and not result.changed)
     logger.bind(
@@ -228,23 +232,25 @@ class _Vouched:
         )
 
 
-def _verify(registry: Registry, path: str, lstat: _Lstat, skip: frozenset[str]) -> str:
+def _verify(
+    registry: Registry, path: str, lstat: _Lstat, skip: frozenset[str], age_by: AgeBy
+) -> str:
     """Bring one path in line with what lstat says now. Call with the registry lock held."""
     try:
         st = None if path in skip else lstat(path)
     except OSError:
         st = None
-    if st is None or not stat.S_ISREG(st.st_mode):
+    if st is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         return "removed" if registry.discard(path) is not None else ""
-    return _apply(registry, path, st.st_size, st.st_ino, st.st_mtime)
+    return _apply(registry, path, st.st_size, st.st_ino, unwatched_last_used_at(st, age_by))
 
 
-def _apply(registry: Registry, path: str, size_bytes: int, ino: int, mtime: float) -> str:
-    """Make the entry of an existing regular file say `size_bytes` and `ino`."""
+def _apply(registry: Registry, path: str, size_bytes: int, ino: int, used_at: float) -> str:
+    """Make the entry of an existing file say `size_bytes` and `ino`."""
     entry = registry.get(path)
     if entry is None or entry.ino != ino:
         # add() keeps the age of an entry whose inode was never known (0).
-        return "added" if registry.add(path, mtime, size_bytes, ino) else "resized"
+        return "added" if registry.add(path, used_at, size_bytes, ino) else "resized"
     if entry.size_bytes != size_bytes:
         registry.update_size(path, size_bytes)
         return "resized"

@@ -50,6 +50,8 @@ class FileInfo(NamedTuple):
     ino: int
     uid: int
     is_symlink: bool
+    ctime: float
+    atime: float
 
     @property
     def file_id(self) -> FileId:
@@ -277,6 +279,8 @@ class _Walk:
                                     st.st_ino,
                                     st.st_uid,
                                     kind == _S_IFLNK,
+                                    st.st_ctime,
+                                    st.st_atime,
                                 )
                             )
                     elif kind == _S_IFDIR:

@@ -403,6 +403,7 @@ class Service:
         result = rescan(
             self.registry, self._base_dir, reason=reason, recursive=watch.recursive,
             exclude=watch.exclude, skip_paths=self._own, should_stop=self._stopping.is_set,
+            age_by=self._config.cleanup.age_by,
         )
         self._rescans += 1
         self._registered_by_rescan += result.added
@@ -427,6 +428,7 @@ class Service:
             on_overflow=self._on_overflow,
             on_missed=self._on_missed,
             polling_interval_seconds=self._polling_interval,
+            age_by=config.cleanup.age_by,
         )
 
     def _replace_watcher(self, config: Config, own: frozenset[str]) -> None:
@@ -449,4 +451,4 @@ class Service:
 
 def _watch_settings(config: Config) -> tuple[object, ...]:
     watch = config.watch
-    return (watch.recursive, watch.observer, watch.exclude)
+    return (watch.recursive, watch.observer, watch.exclude, config.cleanup.age_by)

@@ -12,15 +12,18 @@ read. It never unlinks, never scans processes, and never lets a handler exceptio
 
 What the handler does with each event:
 
-- created regular file (or moved in from outside): registered at `clock()` with its size
-  and inode. Symlinks, FIFOs, sockets and devices are never registered.
+- created regular file or symlink (or moved in from outside): registered at `clock()` with
+  its size and inode (without "registered" in `age_by`: at its last use per its lstat,
+  `tempwatch.age`). A symlink is aged and removed like a file; its target is never
+  touched. FIFOs, sockets and devices are never registered.
 - deleted: dropped. Moved out of the tree: dropped (a directory: its whole subtree).
 - renamed inside the tree: the entry moves and keeps its age (a directory: its subtree).
-- closed after writing: the size is refreshed, `on_closed` is called for the file and
-  `on_change` (once for the read's files) so that the limits are checked at once.
-- attrib (chmod, touch) and modify events are not even subscribed to with inotify: they
-  neither register nor reset an age. (The polling observer has no close event; there a
-  modification refreshes the size, never the age.)
+- closed after writing: the size is refreshed, the entry renewed (a use, when `age_by`
+  counts writes), `on_closed` is called for the file and `on_change` (once for the read's
+  files) so that the limits are checked at once.
+- attrib (chmod, touch) and modify events are not even subscribed to with inotify: the
+  deleter's lstat before each expiry judges those timestamps. (The polling observer has no
+  close event; there a modification refreshes the size and renews the entry.)
 
 Missed events are reported, never silently lost: an inotify queue overflow (or a backlog
 over `_MAX_BACKLOG_BYTES`) calls `on_overflow` and, once the queue is drained, one re-walk
@@ -53,6 +56,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from tempwatch.age import DEFAULT_AGE_BY, AgeBy, stat_last_used_at
 from tempwatch.errors import TempwatchError
 from tempwatch.eventsink import Hooks, call_safely
 from tempwatch.inotify import InotifyObserver
@@ -62,6 +66,9 @@ from tempwatch.scan import is_excluded
 __all__ = ["ObserverKind", "Watcher"]
 
 ObserverKind = Literal["auto", "inotify", "polling"]
+
+# (path, size, inode, is_close, last use per the lstat or None: registration counts)
+_Found = tuple[str, int, int, bool, "float | None"]
 
 # Only what the handler needs. watchdog derives the inotify mask from this list: no
 # IN_MODIFY, IN_ATTRIB, IN_OPEN or IN_CLOSE_NOWRITE, which with many subdirectories cost a
@@ -142,7 +149,7 @@ class _Handler(FileSystemEventHandler):
         new = self._register(found)
         on_closed = self._w.on_closed
         if on_closed is not None:
-            for path, size_bytes, _, is_close in found:
+            for path, size_bytes, _, is_close, _ in found:
                 if is_close:
                     try:
                         on_closed(path, size_bytes)
@@ -155,10 +162,16 @@ class _Handler(FileSystemEventHandler):
                 "registered {}", path, event="registered", path=path, size_bytes=size_bytes
             )
 
-    def _stat_regular(self, files: list[tuple[str, bool]]) -> list[tuple[str, int, int, bool]]:
-        """(path, size, inode, is_close) of those of `files` that are ours and regular."""
+    def _stat_regular(self, files: list[tuple[str, bool]]) -> list[_Found]:
+        """(path, size, inode, is_close, used_at) of `files` that are ours: files and links.
+
+        `used_at` is None when registration counts (the registry takes `clock()`), else the
+        file's last use per this lstat.
+        """
         base_dev = self._w.base_dev
-        found: list[tuple[str, int, int, bool]] = []
+        age_by = self._w.age_by
+        by_stat = "registered" not in age_by
+        found: list[_Found] = []
         for path, is_close in files:
             if self._is_ignored(path):
                 continue
@@ -167,25 +180,31 @@ class _Handler(FileSystemEventHandler):
             except OSError:
                 continue  # gone already: nothing to register
             # Another filesystem mounted below base_dir is not ours to clean (the scan skips
-            # it); symlinks, FIFOs, sockets and devices are never registered.
-            if stat.S_ISREG(st.st_mode) and st.st_dev == base_dev:
-                found.append((path, st.st_size, st.st_ino, is_close))
+            # it); FIFOs, sockets and devices are never registered.
+            mode = st.st_mode
+            if (stat.S_ISREG(mode) or stat.S_ISLNK(mode)) and st.st_dev == base_dev:
+                used_at = stat_last_used_at(st, age_by) if by_stat else None
+                found.append((path, st.st_size, st.st_ino, is_close, used_at))
         return found
 
-    def _register(self, found: list[tuple[str, int, int, bool]]) -> list[tuple[str, int]]:
+    def _register(self, found: list[_Found]) -> list[tuple[str, int]]:
         """Add each found file to the registry; return (path, size) of those that were new."""
         w = self._w
         registry, clock = w.registry, w.clock
+        renews = w.renews_on_write
         new: list[tuple[str, int]] = []
         errors: list[tuple[str, Exception]] = []
         with registry.lock:
-            for path, size_bytes, ino, _ in found:
+            for path, size_bytes, ino, is_close, used_at in found:
                 try:
+                    at = clock() if used_at is None else used_at
                     # add() keeps the age of a known file and restarts it only if the inode
                     # changed; a file first seen at its close (created before its directory
                     # was watched, or created and closed within one read) is new.
-                    if registry.add(path, clock(), size_bytes, ino):
+                    if registry.add(path, at, size_bytes, ino):
                         new.append((path, size_bytes))
+                    elif is_close and renews:
+                        registry.renew(path, at)  # written: used now
                 except Exception as error:
                     errors.append((path, error))  # reported outside the lock
         w.registered_total += len(new)
@@ -254,8 +273,12 @@ class Watcher:
         on_overflow: Callable[[], None] | None = None,
         on_missed: Callable[[str], None] | None = None,
         polling_interval_seconds: float = 1.0,
+        age_by: AgeBy = DEFAULT_AGE_BY,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir)
+        self.age_by = age_by
+        # A close after writing is a use only when writes count for the age.
+        self.renews_on_write = bool(age_by & {"modified", "changed"})
         self.registry = registry
         self.recursive = recursive
         self.observer_kind: ObserverKind = observer

@@ -55,6 +55,9 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No tempwatch variable leaks in from the environment; no sink leaks out of a test."""
     for variable in [*ENV_VARS, CONFIG_PATH_ENV]:
         monkeypatch.delenv(variable, raising=False)
+    # These tests age files by setting their mtime back; ctime cannot be, so they age by
+    # mtime alone. The default age (by last use) has its own tests in test_age_e2e.py.
+    monkeypatch.setenv("TEMP_FILE_AGE_BY", "modified")
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
@@ -390,6 +393,7 @@ def test_odd_names_are_deleted_and_printed_one_line_each(base: Path, run: _Runne
 
 def _subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != CONFIG_PATH_ENV}
+    env["TEMP_FILE_AGE_BY"] = "modified"  # files aged by their mtime, as in-process
     # What a UTF-8 desktop locale gives (en_US.UTF-8): a strict encoder on stdout and stderr.
     env["PYTHONIOENCODING"] = "utf-8:strict"
     return env
@@ -468,6 +472,7 @@ def _clean_on_a_terminal(base: Path, *flags: str) -> str:
     import pty
 
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != CONFIG_PATH_ENV}
+    env["TEMP_FILE_AGE_BY"] = "modified"  # files aged by their mtime, as in-process
     leader, follower = pty.openpty()
     try:
         done = subprocess.run(

@@ -77,6 +77,7 @@ allow_system_dir = true
 
 [cleanup]
 max_age = "1.5h"
+age_by = ["accessed", "modified"]
 interval = 30
 skip_open_files = false
 secure_delete = true
@@ -119,6 +120,7 @@ def test_every_toml_key_sets_its_field(tmp_path: Path) -> None:
         ),
         cleanup=CleanupConfig(
             max_age_seconds=5400.0,
+            age_by=frozenset({"accessed", "modified"}),
             interval_seconds=30.0,
             skip_open_files=False,
             secure_delete=True,
@@ -308,6 +310,9 @@ INVALID_TOML_VALUES = [
     ("watch.exclude", '["/abs/*"]', "['/abs/*']"),
     ("watch.exclude", '[""]', "['']"),
     ("cleanup.max_age", "0", "0"),
+    ("cleanup.age_by", "[]", "[]"),
+    ("cleanup.age_by", '"modified"', '"modified"'),
+    ("cleanup.age_by", '["born"]', "['born']"),
     ("cleanup.max_age", "-1", "-1"),
     ("cleanup.max_age", '"0s"', '"0s"'),
     ("cleanup.max_age", '"soon"', '"soon"'),
@@ -578,6 +583,7 @@ def test_to_dict_uses_toml_keys_and_human_units(tmp_path: Path) -> None:
     assert json.loads(json.dumps(as_dict)) == as_dict
     assert as_dict["cleanup"] == {
         "max_age": "1h30m",
+        "age_by": ["modified", "accessed"],
         "interval": "30s",
         "skip_open_files": False,
         "secure_delete": True,

@@ -18,9 +18,9 @@ from support import wait_for
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_config(path: Path, base: Path, **cleanup: str) -> None:
+def write_config(path: Path, base: Path, **cleanup: str | list[str]) -> None:
     lines = ["[watch]", f'base_dir = "{base}"', "[cleanup]"]
-    lines += [f'{key} = "{value}"' for key, value in cleanup.items()]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in cleanup.items()]
     lines += ["[log]", 'level = "DEBUG"', 'format = "json"']
     path.write_text("\n".join(lines) + "\n")
 
@@ -204,6 +204,7 @@ def test_second_instance_exits_1_naming_the_first(daemon: Daemon, config: Path) 
 
 
 def test_kill_9_then_restart_keeps_ages_from_mtime(config: Path, base: Path) -> None:
+    # Aged by mtime alone: an mtime can be set back to fake an old file, a ctime cannot.
     first = Daemon(config)
     try:
         first.wait_event("started")
@@ -217,7 +218,7 @@ def test_kill_9_then_restart_keeps_ages_from_mtime(config: Path, base: Path) -> 
     finally:
         first.close()
     assert (base / ".tempwatch.lock").exists(), "the dead instance's lock file is left"
-    write_config(config, base, max_age="10m", interval="100ms")
+    write_config(config, base, max_age="10m", interval="100ms", age_by=["modified"])
     second = Daemon(config)
     try:
         second.wait_event("started", files=1)

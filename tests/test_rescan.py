@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tempwatch.age import DEFAULT_AGE_BY
 from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, reconcile, rescan
 from tempwatch.scan import ScanResult, scan_tree
@@ -19,15 +20,28 @@ def make_file(path: Path, data: bytes = b"x", mtime: float = 1_000_000.0) -> Pat
     return path
 
 
+MODIFIED = frozenset({"modified"})
+
+
 def test_missing_files_are_added_with_their_mtime(base: Path) -> None:
     a = make_file(base / "a", b"abc", mtime=1_000_000)
     b = make_file(base / "sub" / "b", b"", mtime=2_000_000)
     registry = Registry()
-    result = reconcile(registry, scan_tree(base))
+    result = reconcile(registry, scan_tree(base), age_by=MODIFIED)
     assert result == ReconcileResult(added=2, removed=0, resized=0)
     assert registry.get(str(a)) == (1_000_000, 3, a.stat().st_ino)
     assert registry.get(str(b)) == (2_000_000, 0, b.stat().st_ino)
     assert [path for path, _ in registry.oldest_first()] == [str(a), str(b)]
+
+
+def test_by_default_files_found_are_aged_from_their_last_change(base: Path) -> None:
+    # An old mtime (tar, cp -p, mv) does not make a file found by a scan old: its ctime,
+    # set when it was made or moved in, stands in for the registration nobody saw.
+    a = make_file(base / "a", b"abc", mtime=1_000_000)
+    registry = Registry()
+    reconcile(registry, scan_tree(base))
+    assert DEFAULT_AGE_BY >= {"modified", "changed"}
+    assert registry.get(str(a)) == (a.lstat().st_ctime, 3, a.stat().st_ino)
 
 
 def test_ghost_entries_are_removed_and_sizes_refreshed(base: Path) -> None:
@@ -46,7 +60,7 @@ def test_a_new_inode_under_a_known_name_is_a_new_file(base: Path) -> None:
     path = make_file(base / "f", mtime=3_000_000)
     registry = Registry()
     registry.add(str(path), 5.0, 1, path.stat().st_ino + 1)
-    result = reconcile(registry, scan_tree(base))
+    result = reconcile(registry, scan_tree(base), age_by=MODIFIED)
     assert result.added == 1
     assert registry.get(str(path)) == (3_000_000, 1, path.stat().st_ino)
 
@@ -72,14 +86,15 @@ def test_entries_in_directories_the_scan_skipped_are_kept(base: Path) -> None:
     assert str(inside) in registry
 
 
-def test_symlinks_and_own_files_are_never_registered(base: Path) -> None:
+def test_symlinks_are_registered_as_clean_sees_them_and_own_files_never(base: Path) -> None:
     target = make_file(base / "target")
     os.symlink(target, base / "link")
+    os.symlink(base / "nowhere", base / "dangling")
     lock = make_file(base / ".tempwatch.lock")
     registry = Registry()
     registry.add(str(lock), 1.0, 1, lock.stat().st_ino)
     reconcile(registry, scan_tree(base), skip_paths=[str(lock)])
-    assert set(registry.times()) == {str(target)}
+    assert set(registry.times()) == {str(target), str(base / "link"), str(base / "dangling")}
 
 
 def test_discrepancies_are_verified_under_the_registry_lock(base: Path) -> None:
@@ -175,7 +190,8 @@ def test_untouched_discrepancies_take_the_scans_word(base: Path) -> None:
         make_file(evented)  # created after the scan, registered by its event
         registry.add(str(evented), 60.0, 1, evented.stat().st_ino)
         result = reconcile(
-            registry, scan, touched=touched, base_dir=str(base), lstat=counting_lstat
+            registry, scan, touched=touched, base_dir=str(base), lstat=counting_lstat,
+            age_by=MODIFIED,
         )
     assert lstat_calls == [str(evented)], "only the touched path is looked at again"
     assert result == ReconcileResult(added=1, removed=1, resized=1)

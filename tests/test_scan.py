@@ -63,7 +63,8 @@ def test_reports_files_with_their_lstat(base: Path) -> None:
     for path in (top, deep):
         st = os.lstat(path)
         assert by_path[str(path)] == FileInfo(
-            str(path), st.st_size, st.st_mtime, st.st_dev, st.st_ino, st.st_uid, False
+            str(path), st.st_size, st.st_mtime, st.st_dev, st.st_ino, st.st_uid, False,
+            st.st_ctime, st.st_atime,
         )
     assert (result.errors, result.skipped_mounts) == ([], [])
 

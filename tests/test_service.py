@@ -18,6 +18,7 @@ import pytest
 from loguru import logger
 from support import hold_open, small_inotify_queue, wait_for
 
+from tempwatch.age import DEFAULT_AGE_BY, AgeBy
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
 from tempwatch.errors import AlreadyRunningError, TempwatchError
 from tempwatch.instance import LOCK_FILE_NAME, InstanceLock
@@ -44,11 +45,14 @@ def make_config(
     max_age_seconds: float = HOUR,
     interval_seconds: float = HOUR,
     rescan_interval_seconds: float = HOUR,
+    age_by: AgeBy = DEFAULT_AGE_BY,
     **limits: object,
 ) -> Config:
     return Config(
         watch=WatchConfig(base_dir=base, rescan_interval_seconds=rescan_interval_seconds),
-        cleanup=CleanupConfig(max_age_seconds=max_age_seconds, interval_seconds=interval_seconds),
+        cleanup=CleanupConfig(
+            max_age_seconds=max_age_seconds, interval_seconds=interval_seconds, age_by=age_by
+        ),
         limits=dataclasses.replace(LimitsConfig(), **limits),  # type: ignore[arg-type]
     )
 
@@ -83,7 +87,7 @@ def test_existing_files_are_registered_with_their_mtime(base: Path) -> None:
     old.parent.mkdir()
     old.write_bytes(b"abc")
     os.utime(old, (1_000_000, 1_000_000))
-    with Service(make_config(base)) as service:
+    with Service(make_config(base, age_by=frozenset({"modified"}))) as service:
         entry = service.registry.get(str(old))
         assert entry is not None
         assert entry.registered_at == 1_000_000 and entry.size_bytes == 3
@@ -373,7 +377,7 @@ def test_start_registers_existing_files_oldest_first(base: Path) -> None:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"x" * index)
         os.utime(path, (mtime, mtime))
-    with Service(make_config(base)) as service:
+    with Service(make_config(base, age_by=frozenset({"modified"}))) as service:
         listed = service.registry.oldest_first()
         assert [entry.registered_at for _, entry in listed] == sorted(mtimes)
         assert service.registry.total_bytes == sum(range(len(mtimes)))

@@ -297,14 +297,19 @@ def test_excluded_globs_and_skip_paths_are_never_registered(base: Path) -> None:
         assert str(base / "kept.log") not in registry
 
 
-def test_symlinks_fifos_and_directories_are_not_registered(base: Path) -> None:
+def test_symlinks_are_registered_like_files_fifos_and_directories_never(base: Path) -> None:
     with watching(base) as (_, registry):
         (base / "target").write_bytes(b"x")
         os.symlink(base / "target", base / "link")
+        os.symlink(base / "nowhere", base / "dangling")
         os.mkfifo(base / "fifo")
         (base / "dir").mkdir()
         settle(registry, base)
-        assert set(registry.times()) == {str(base / "target")}
+        wait_for(
+            lambda: set(registry.times())
+            == {str(base / "target"), str(base / "link"), str(base / "dangling")},
+            message="the file and both links registered, as clean sees them",
+        )
 
 
 def test_handler_exception_is_logged_and_the_observer_keeps_running(
