@@ -36,8 +36,11 @@ def log_lines() -> Iterator[list[str]]:
 def config_for(base: Path, *, interval_seconds: float = 0.05, dry_run: bool = False) -> Config:
     return Config(
         watch=WatchConfig(base_dir=base, rescan_interval_seconds=HOUR),
+        # Aged by atime: old_files sets it back (a ctime cannot be), and appending to a
+        # file leaves it, so a file can change size and stay expired.
         cleanup=CleanupConfig(
-            max_age_seconds=HOUR, interval_seconds=interval_seconds, dry_run=dry_run
+            max_age_seconds=HOUR, interval_seconds=interval_seconds, dry_run=dry_run,
+            age_by=frozenset({"accessed"}),
         ),
     )
 
