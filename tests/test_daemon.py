@@ -88,7 +88,8 @@ def base(tmp_path: Path) -> Path:
 @pytest.fixture
 def config(tmp_path: Path, base: Path) -> Path:
     path = tmp_path / "cfg.toml"
-    write_config(path, base, max_age="1h", interval="100ms")
+    # By mtime: tests make a file expire by setting its mtime back (a ctime cannot be).
+    write_config(path, base, max_age="1h", interval="100ms", age_by=["modified"])
     return path
 
 

@@ -250,11 +250,15 @@ def test_a_name_that_is_not_utf8_is_registered_under_its_fsdecoded_path(base: Pa
 
 
 def test_chmod_and_touch_neither_reregister_nor_reset_age(base: Path) -> None:
-    with watching(base, clock=Clock()) as (_, registry):
+    closed: list[str] = []
+    with watching(base, clock=Clock(), on_closed=lambda p, s: closed.append(p)) as (
+        _,
+        registry,
+    ):
         path = base / "a.tmp"
         path.write_bytes(b"x")
-        wait_for(lambda: (e := registry.get(str(path))) is not None and e.size_bytes == 1,
-                 message="registered and closed")
+        # The close renews the entry (a write is a use): wait until it was handled.
+        wait_for(lambda: str(path) in closed, message="registered and closed")
         before = registry.get(str(path))
         path.chmod(0o600)
         os.utime(path, (1, 1))
