@@ -1,11 +1,10 @@
 """The inotify fast path of the watcher, built on watchdog's inotify layer.
 
 A private helper of `tempwatch.watcher` (the two are the only modules importing watchdog;
-this one leans on watchdog 7.1 internals, hence the pin). watchdog's reader thread only
-drains the kernel queue into a bounded backlog; the emitter thread turns each read into
-calls on an `EventSink` (the watcher's handler) directly, pairing renames itself, and
-after a queue overflow re-walks the tree once, when the queue has drained, to add the
-watches that the lost events would have added.
+this one leans on watchdog 7.1 internals, hence the pin). The reader thread only drains the
+kernel queue into a bounded backlog; the emitter thread turns each read into calls on an
+`EventSink` (the watcher's handler), pairing renames itself, and after a queue overflow
+re-walks the tree once, when the queue has drained, to add the watches lost events missed.
 """
 
 from __future__ import annotations
@@ -13,12 +12,14 @@ from __future__ import annotations
 import errno
 import os
 import select
+import stat
 import struct
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from watchdog.observers.inotify_c import (
 )
 
 from tempwatch.eventsink import Hooks, call_safely
+from tempwatch.longpath import lstat_any, scandir_any, watchable
 
 __all__ = ["InotifyObserver"]
 
@@ -56,8 +58,7 @@ _READ_BUFFER_BYTES = 256 * 1024  # a few thousand events per read: fewer wake-up
 _READ_PAUSE_SECONDS = 0.001
 # Reads not handled yet, at most (about a million events): beyond it, an overflow.
 _MAX_BACKLOG_BYTES = 32 * 1024 * 1024
-# After an overflow the watches are checked once the queue is drained, or at the latest this
-# long after, should it never drain.
+# After an overflow the watches are checked once the queue is drained, or this long after.
 _REWATCH_MAX_DELAY_SECONDS = 1.0
 
 _RawEvent = tuple[int, int, int, bytes]  # wd, mask, cookie, name
@@ -70,11 +71,10 @@ def _is_related(a: bytes, b: bytes) -> bool:
 class _InotifyFD(InotifyFD):
     """watchdog's inotify reader thread, reduced to draining the kernel queue.
 
-    The kernel queue holds 16384 events by default: a reader that also handled what it read
-    let a burst overflow it. This one only moves each read into the group's backlog; the
-    emitter thread handles it (`_WatchGroup.handle_next`). watchdog's own pipeline (a move
-    pairing delay queue, the emitter, an event queue, the dispatcher) cost three thread hops
-    per event; here it is one per read, and a read is at most about one per millisecond.
+    A reader that also handled what it read let a burst overflow the kernel queue (16384
+    events): this one moves each read into the group's backlog, handled on the emitter
+    thread (`handle_next`): one thread hop per read, where watchdog's pipeline cost three
+    per event. It also watches a directory deeper than PATH_MAX, through an fd on it.
     """
 
     group: _WatchGroup | None = None
@@ -91,6 +91,12 @@ class _InotifyFD(InotifyFD):
     def is_readable(self) -> bool:
         """Whether the kernel queue holds events not read yet."""
         return bool(select.select([self._inotify_fd], [], [], 0)[0])
+
+    def _get_or_create_watch(self, path: bytes, mask: Mask) -> Any:
+        with watchable(path, follow=not mask & _IN.IN_DONT_FOLLOW) as name:
+            if name != path:
+                mask = Mask(mask & ~_IN.IN_DONT_FOLLOW)
+            return super()._get_or_create_watch(name, mask)
 
 
 @dataclass
@@ -297,8 +303,7 @@ class _WatchGroup(InotifyWatchGroup):
             directory = stack.pop()
             self._add_callback(directory)  # first: anything created later has its own event
             try:
-                with os.scandir(directory) as entries:
-                    found = [(e.path, e.is_dir(follow_symlinks=False)) for e in entries]
+                found = scandir_any(directory)
             except OSError:
                 continue  # gone again, or not a directory any more
             for path, is_dir in found:
@@ -349,8 +354,7 @@ class _WatchGroup(InotifyWatchGroup):
                 continue
             seen.add(wd)
             try:
-                with os.scandir(directory) as entries:
-                    found = [(e.path, e.is_dir(follow_symlinks=False)) for e in entries]
+                found = scandir_any(directory)
             except OSError:
                 continue
             for path, is_dir in found:
@@ -376,8 +380,9 @@ class _WatchGroup(InotifyWatchGroup):
             return
         if path == self.path:
             raise PermissionError(errno.EACCES, "cannot watch", os.fsdecode(path))
-        if os.path.isdir(path) and not os.path.islink(path):
-            call_safely(self.hooks.unwatched, os.fsdecode(path))
+        with suppress(OSError):  # gone again: nothing is missed
+            if stat.S_ISDIR(lstat_any(path).st_mode):  # at any depth
+                call_safely(self.hooks.unwatched, os.fsdecode(path))
 
     def _forget_own_callback(self, path: bytes) -> None:
         # `mkdir -p a/b` races watchdog into watching a/b twice (once while walking a, once

@@ -29,6 +29,7 @@ from typing import TypeVar
 from loguru import logger
 
 from tempwatch.age import DEFAULT_AGE_BY, AgeBy, scan_time_getter, unwatched_last_used_at
+from tempwatch.longpath import lstat_any
 from tempwatch.registry import Registry, Touched
 from tempwatch.scan import ScanResult, collector_paused, is_excluded, scan_tree
 
@@ -83,7 +84,7 @@ def reconcile(
     touched: Touched | None = None,
     base_dir: str | None = None,
     exclude: Sequence[str] = (),
-    lstat: _Lstat = os.lstat,
+    lstat: _Lstat = lstat_any,
     skip_paths: Collection[str] = (),
     chunk_size: int = CHUNK_SIZE,
     should_stop: Callable[[], bool] | None = None,

@@ -60,6 +60,7 @@ from tempwatch.age import DEFAULT_AGE_BY, AgeBy, stat_last_used_at
 from tempwatch.errors import TempwatchError
 from tempwatch.eventsink import Hooks, call_safely
 from tempwatch.inotify import InotifyObserver
+from tempwatch.longpath import lstat_any
 from tempwatch.registry import Registry
 from tempwatch.scan import is_excluded
 
@@ -177,8 +178,13 @@ class _Handler(FileSystemEventHandler):
                 continue
             try:
                 st = os.lstat(path)
-            except OSError:
-                continue  # gone already: nothing to register
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    continue  # gone already: nothing to register
+                try:
+                    st = lstat_any(path)  # deeper than PATH_MAX: through directory fds
+                except OSError:
+                    continue
             # Another filesystem mounted below base_dir is not ours to clean (the scan skips
             # it); FIFOs, sockets and devices are never registered.
             mode = st.st_mode
