@@ -137,7 +137,24 @@ def execute_plan(
             _record(decision, result, report, discard, listener, said if dry_run else None)
         halted = result.outcome is Outcome.BASE_CHANGED
     report.unfinished = len(deletions) - done
+    if report.failed:
+        _log_failures(report)
     return report
+
+
+def _log_failures(report: PassReport) -> None:
+    """One warning per kind of error, with how many files it stopped and the first one."""
+    by_error: dict[str, list[Decision]] = {}
+    for decision, result in report.failed:
+        by_error.setdefault(result.error or "unknown error", []).append(decision)
+    for error, decisions in by_error.items():
+        first = decisions[0]
+        logger.warning(
+            "could not delete {count} {files}: {error} (first {path}, {reason}); "
+            "they stay registered and are retried",
+            count=len(decisions), files="file" if len(decisions) == 1 else "files",
+            error=error, **_fields(first, "failed"),
+        )
 
 
 def _until_stopped(
@@ -230,10 +247,12 @@ def _record(
         logger.debug("{path} had already gone", **_fields(decision, "vanished"))
     elif outcome is Outcome.FAILED:
         report.failed.append((decision, result))
-        logger.warning(
+        # At debug: a read-only filesystem fails every file of every pass, and one warning
+        # per pass and kind of error says it (`_log_failures`).
+        logger.debug(
             "could not delete {path} ({reason}): {error}",
             error=result.error,
-            **_fields(decision, "failed"),
+            **_fields(decision, "failed-file"),
         )
         if listener is not None:
             listener.on_failed(decision, result)

@@ -4,10 +4,11 @@
   longer the directory verified at start (a mount over it, a symlink or another directory
   in its place: nothing is cleaned there until one passes the start checks). New files are
   not being registered or cleaned: a supervisor or an operator should look.
-- degraded (HTTP 200): a limit is exceeded only because the files that would go are held
-  open, or no cleanup pass has run for longer than twice the interval (plus a grace), or
-  the open-file check could not inspect some processes (their open files look closed). It
-  still works; an operator should look.
+- degraded (HTTP 200): the observer fell back to polling, or some directories could not
+  be watched (inotify's limits), or a limit is exceeded only because the files that would
+  go are held open, or no cleanup pass has run for longer than twice the interval (plus a
+  grace), or the open-file check could not inspect some processes (their open files look
+  closed). It still works; an operator should look.
 - healthy (HTTP 200): otherwise.
 
 Degraded answers 200 on purpose: a liveness probe that restarted the service because a
@@ -94,11 +95,14 @@ def assess(
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     base_dir_problem: str | None = None,
     sweep_denied_processes: int = 0,
+    observer_fallback: str | None = None,
+    unwatched_dirs: int = 0,
 ) -> Health:
     """Judge the service's health from facts gathered by the caller; all times are epoch seconds.
 
     The body holds: status, reasons, active_files, base_dir, max_age (seconds), timestamp,
     observer_alive, base_dir_exists, base_dir_problem (what base_dir became, or null),
+    observer_fallback (why inotify is not used, or null), unwatched_dirs,
     last_pass_at (ISO 8601 UTC or null), seconds_since_last_pass, pass_overdue,
     limit_pinned, sweep_denied_processes, started_at and uptime_seconds.
     """
@@ -118,6 +122,13 @@ def assess(
     if not observer_alive and base_dir_problem is None:
         failures.append("the observer is not running: new files are not being registered")
     warnings: list[str] = []
+    if observer_fallback is not None:
+        warnings.append(f"watching by polling, slower to notice files: {observer_fallback}")
+    if unwatched_dirs:
+        warnings.append(
+            f"{unwatched_dirs} directories are not watched (inotify's watch limit): their "
+            "files are found by rescans only"
+        )
     if limit_pinned:
         warnings.append("a limit is exceeded, but the files that would go are held open")
     if sweep_denied_processes:
@@ -143,6 +154,8 @@ def assess(
         "observer_alive": observer_alive,
         "base_dir_exists": base_dir_exists,
         "base_dir_problem": base_dir_problem,
+        "observer_fallback": observer_fallback,
+        "unwatched_dirs": unwatched_dirs,
         "last_pass_at": _iso(last_pass_at),
         "seconds_since_last_pass": None if last_pass_at is None else round(now - last_pass_at, 3),
         "pass_overdue": overdue,
@@ -171,6 +184,10 @@ class ServiceState(Protocol):
     def base_dir_problem(self) -> str | None: ...
     @property
     def sweep_denied_processes(self) -> int: ...
+    @property
+    def observer_fallback(self) -> str | None: ...
+    @property
+    def unwatched_dirs(self) -> int: ...
 
 
 def assess_service(
@@ -196,4 +213,6 @@ def assess_service(
         grace_seconds=grace_seconds,
         base_dir_problem=state.base_dir_problem,
         sweep_denied_processes=state.sweep_denied_processes,
+        observer_fallback=state.observer_fallback,
+        unwatched_dirs=state.unwatched_dirs,
     )

@@ -28,7 +28,10 @@ LOCK_FILE_NAME = ".tempwatch.lock"
 BASE_DIR_MODE = 0o700
 """Mode of a base_dir the service creates: nobody else can plant files in it."""
 
-_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+# Held read-only: a file open for writing would keep base_dir's filesystem from being
+# remounted read-only (EBUSY) for as long as the service runs. flock needs no write access.
+_OPEN_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _ATTEMPTS = 5
 
 
@@ -137,8 +140,18 @@ class InstanceLock:
         return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
     def _claim(self, fd: int) -> None:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{self._pid}\n".encode(), 0)
+        """Write our pid into the locked file, through a short-lived fd on that very file."""
+        try:
+            out = os.open(self.path, _WRITE_FLAGS)
+        except OSError as e:
+            raise TempwatchError(f"cannot write lock file {self.path}: {e.strerror}") from e
+        try:
+            if not _same_file(os.fstat(out), os.fstat(fd)):
+                raise TempwatchError(f"lock file {self.path} was replaced while locking it")
+            os.ftruncate(out, 0)
+            os.pwrite(out, f"{self._pid}\n".encode(), 0)
+        finally:
+            os.close(out)
 
 
 def _unsafe(st: os.stat_result) -> str:
@@ -149,6 +162,10 @@ def _unsafe(st: os.stat_result) -> str:
     if st.st_nlink != 1:
         return "has other hard links"
     return ""
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _read_pid(fd: int) -> int | None:

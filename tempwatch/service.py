@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from tempwatch.baseguard import describe_change
 from tempwatch.blindspots import SweepVisibility
 from tempwatch.cleaner import CleanupListener, PassReport, run_pass
 from tempwatch.config import Config
@@ -76,6 +75,8 @@ class ServiceStats:
     pinned_bytes: int
     base_dir_problem: str | None = None  # what base_dir became, while it is not adopted
     sweep_denied_processes: int = 0  # processes the latest open-file sweep could not inspect
+    observer_fallback: str | None = None  # why "auto" watches by polling
+    unwatched_dirs: int = 0  # directories inotify could not watch (its watch limit)
 
 
 class Service:
@@ -224,6 +225,8 @@ class Service:
             pinned_bytes=self._enforcer.pinned[1],
             base_dir_problem=supervisor.guard.problem,
             sweep_denied_processes=self._visibility.processes_denied,
+            observer_fallback=watcher.fallback_reason if watcher is not None else None,
+            unwatched_dirs=watcher.unwatched_dirs if watcher is not None else 0,
         )
 
     @property
@@ -394,10 +397,7 @@ class Service:
     # -- the work -----------------------------------------------------------------
 
     def _rescan(self, reason: str) -> ReconcileResult:
-        guard = self._supervisor.guard
-        if guard.problem is not None or (
-            guard.identity is not None and describe_change(self._base_dir, guard.identity)
-        ):
+        if not self._supervisor.is_base_dir_verified():
             return ReconcileResult()  # never register what another directory holds
         watch = self._config.watch
         result = rescan(
@@ -407,6 +407,7 @@ class Service:
         )
         self._rescans += 1
         self._registered_by_rescan += result.added
+        self._supervisor.after_rescan()
         if result.added or result.resized:
             self._on_change()
         return result

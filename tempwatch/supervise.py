@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from tempwatch.baseguard import BaseGuard, BaseState
+from tempwatch.baseguard import BaseGuard, BaseState, describe_change
 from tempwatch.dirfd import DirIdentity, dir_identity
 from tempwatch.errors import TempwatchError
 from tempwatch.instance import InstanceLock
@@ -60,6 +60,20 @@ class Supervisor:
         watcher = self.watcher
         alive = watcher is not None and watcher.is_alive
         return alive or self.guard.problem is not None
+
+    def is_base_dir_verified(self) -> bool:
+        """base_dir is, right now, the directory verified (at start or on adoption)."""
+        guard = self.guard
+        identity = guard.identity
+        if guard.problem is not None or identity is None:
+            return guard.problem is None
+        return describe_change(self._base_dir, identity) is None
+
+    def after_rescan(self) -> None:
+        """A rescan ran: unwatched directories that are gone no longer count."""
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.forget_gone_unwatched()
 
     def start(self) -> DirIdentity:
         """Record base_dir's identity and start the observer (before any scan)."""

@@ -298,6 +298,8 @@ class Watcher:
         self.polling_interval_seconds = polling_interval_seconds
         self.registered_total = 0
         self.base_dev = -1
+        self.fallback_reason: str | None = None  # why "auto" fell back to polling
+        self._unwatched_dirs: set[str] = set()
         self._observer: BaseObserver | None = None
         self._kind: Literal["inotify", "polling"] | None = None
         self._handler = _Handler(self)
@@ -336,6 +338,7 @@ class Watcher:
         except OSError as e:
             if self.observer_kind == "inotify" or e.errno not in _INOTIFY_LIMIT_ERRNOS:
                 raise TempwatchError(f"cannot watch {self.base_dir} with inotify: {e}") from e
+            self.fallback_reason = f"inotify unavailable: {e.strerror or e}"
             logger.bind(event="observer-fallback", error=str(e)).warning(
                 "inotify unavailable for {} ({}); falling back to polling every {}s",
                 self.base_dir, e, self.polling_interval_seconds,
@@ -355,6 +358,8 @@ class Watcher:
         """Stop the observer (dead or alive) and start a new one of the configured kind."""
         self.stop()
         self._kind = None
+        self.fallback_reason = None
+        self._unwatched_dirs.clear()  # the new observer watches what it can, and says so
         self.start()
 
     # -- internals ----------------------------------------------------------------
@@ -391,9 +396,28 @@ class Watcher:
         if self.on_overflow is not None:
             self.on_overflow()
 
+    @property
+    def unwatched_dirs(self) -> int:
+        """Directories inotify could not watch (its watch limit, say), still present."""
+        return len(self._unwatched_dirs)
+
+    def forget_gone_unwatched(self) -> None:
+        """Drop the unwatched directories that no longer exist (after a rescan)."""
+        for path in list(self._unwatched_dirs):
+            try:
+                lstat_any(path)
+            except OSError:
+                self._unwatched_dirs.discard(path)
+
     def _unwatched(self, path: str) -> None:
-        logger.bind(event="unwatched", path=path).warning(
-            "could not watch new directory {}: its files are found by the next rescan", path
+        self._unwatched_dirs.add(path)
+        count = len(self._unwatched_dirs)
+        # A warning for the first and every hundredth: past the watch limit, every new
+        # directory is one, and the log would hold nothing else.
+        logger.bind(event="unwatched", path=path, unwatched=count).log(
+            "WARNING" if count % 100 == 1 else "DEBUG",
+            "could not watch new directory {} ({} unwatched): its files are found by rescans; "
+            "raise fs.inotify.max_user_watches", path, count,
         )
         self._missed(f"unwatched directory {path}")
 

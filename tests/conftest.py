@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +37,15 @@ def outside(tmp_path: Path) -> Path:
     directory = tmp_path.resolve() / "outside"
     directory.mkdir()
     return directory
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """tempwatch's log records with an event, as "LEVEL event message" lines."""
+    lines: list[str] = []
+    logger.enable("tempwatch")
+    sink = logger.add(lines.append, level="DEBUG", format="{level} {extra[event]} {message}",
+                      filter=lambda r: "event" in r["extra"])
+    yield lines
+    logger.remove(sink)
+    logger.disable("tempwatch")

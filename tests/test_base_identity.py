@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from loguru import logger
 from support import wait_for
 from test_ops_e2e import healthz, make_config, running
 
@@ -57,17 +56,6 @@ def mounted(*args: str) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["umount", "-l", args[-1]], check=False)
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    logger.enable("tempwatch")
-    sink = logger.add(lines.append, level="DEBUG", format="{level} {extra[event]} {message}",
-                      filter=lambda r: "event" in r["extra"])
-    yield lines
-    logger.remove(sink)
-    logger.disable("tempwatch")
 
 
 def expired_files(directory: Path, count: int) -> list[Path]:

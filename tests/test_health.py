@@ -138,6 +138,8 @@ class Stats:
     pinned_files: int = 0
     base_dir_problem: str | None = None
     sweep_denied_processes: int = 0
+    observer_fallback: str | None = None
+    unwatched_dirs: int = 0
 
 
 def test_base_dir_no_longer_the_one_checked_is_unhealthy_with_what_it_became(

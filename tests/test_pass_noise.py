@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from loguru import logger
 from support import wait_for
 
 from tempwatch.cleaner import PassReport
@@ -20,17 +17,6 @@ from tempwatch.service import Service
 
 HOUR = 3600.0
 OLD = 1_000_000.0  # an mtime long past: registered at start, expired at once
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    logger.enable("tempwatch")
-    sink = logger.add(lines.append, level="DEBUG", format="{level} {extra[event]} {message}",
-                      filter=lambda r: "event" in r["extra"])
-    yield lines
-    logger.remove(sink)
-    logger.disable("tempwatch")
 
 
 def config_for(base: Path, *, interval_seconds: float = 0.05, dry_run: bool = False) -> Config:

@@ -1,0 +1,261 @@
+"""Faults a production service meets: a filesystem gone read-only, deletions refused with
+each errno the metrics name, a killed observer thread, inotify's instance and watch limits.
+
+Each is recovered, and visible in the log and in /healthz or /metrics. Root-only cases
+(mounts, chattr, user namespaces) skip with a reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from support import wait_for
+from test_base_identity import mounted, needs_mounts
+from test_deep_paths import deep_chain, write_at
+from test_ops_e2e import REPO, free_port, healthz, make_config, metric, running, scrape
+
+HOUR = 3600.0
+
+
+class ShiftedClock:
+    """Real time plus an offset the test moves: files age without waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def fresh_files(directory: Path, count: int) -> list[Path]:
+    paths = [directory / f"f{i:03}" for i in range(count)]
+    for path in paths:
+        path.write_bytes(b"x")
+    return paths
+
+
+def errors(url: str, name: str) -> float:
+    return metric(url, "temp_files_cleanup_errors_total", error=name)
+
+
+def failing_passes(log_lines: list[str], count: int) -> list[str]:
+    return [line for line in log_lines
+            if line.startswith("INFO pass ") and f", {count} errors," in line]
+
+
+# -- deletions refused ------------------------------------------------------------------
+
+
+@needs_mounts
+@pytest.mark.root
+def test_a_read_only_remount_fails_once_per_pass_and_cleaning_resumes(
+    base: Path, log_lines: list[str]
+) -> None:
+    clock = ShiftedClock()
+    with mounted("-t", "tmpfs", "tempwatch-test", str(base)):
+        paths = fresh_files(base, 30)
+        config = make_config(base, interval_seconds=0.05)
+        with running(config, clock=clock) as (service, url):
+            wait_for(lambda: len(service.registry) == 30, message="registered")
+            subprocess.run(["mount", "-o", "remount,ro", str(base)], check=True)
+            try:
+                clock.offset = 2 * HOUR  # every file expired
+                wait_for(lambda: len(failing_passes(log_lines, 30)) >= 3,
+                         message="three passes failing on the read-only filesystem")
+                assert errors(url, "EROFS") >= 90
+            finally:
+                subprocess.run(["mount", "-o", "remount,rw", str(base)], check=True)
+            assert len(service.registry) >= 30 - 0, "the files stay registered"
+            wait_for(lambda: not any(p.exists() for p in paths), message="cleaning resumed")
+            wait_for(lambda: len(service.registry) == 0, message="entries dropped")
+    passes = len(failing_passes(log_lines, 30))
+    warned = [line for line in log_lines if line.startswith("WARNING failed ")]
+    # One line per failing pass, with the count, not one per file per pass.
+    assert len(warned) == passes, warned[:3]
+    assert all("could not delete 30 files: [Errno 30] Read-only file system" in line
+               for line in warned)
+
+
+def _chattr() -> str | None:
+    return shutil.which("chattr") if os.geteuid() == 0 else None
+
+
+@pytest.mark.root
+@pytest.mark.skipif(_chattr() is None, reason="needs root and chattr (an immutable file)")
+def test_an_immutable_file_fails_with_eperm_stays_registered_and_is_retried(
+    base: Path, log_lines: list[str]
+) -> None:
+    clock = ShiftedClock()
+    (stuck,) = fresh_files(base, 1)
+    result = subprocess.run(["chattr", "+i", str(stuck)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"no immutable files here: {result.stderr.strip()}")
+    try:
+        with running(make_config(base, interval_seconds=0.05), clock=clock) as (service, url):
+            clock.offset = 2 * HOUR
+            wait_for(lambda: errors(url, "EPERM") >= 2, message="EPERM counted, retried")
+            assert str(stuck) in service.registry
+            subprocess.run(["chattr", "-i", str(stuck)], check=True)
+            wait_for(lambda: not stuck.exists(), message="deleted once it may be")
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=False)
+    assert any("[Errno 1] Operation not permitted" in line for line in log_lines)
+
+
+@needs_mounts
+@pytest.mark.root
+def test_a_file_with_a_mount_on_it_fails_with_ebusy_and_is_retried(base: Path) -> None:
+    clock = ShiftedClock()
+    (busy,) = fresh_files(base, 1)
+    with running(make_config(base, interval_seconds=0.05), clock=clock) as (service, url):
+        # The file bound over itself: the same file by its name, and unlink says EBUSY.
+        with mounted("--bind", str(busy), str(busy)):
+            clock.offset = 2 * HOUR
+            wait_for(lambda: errors(url, "EBUSY") >= 2, message="EBUSY counted, retried")
+            assert str(busy) in service.registry
+        wait_for(lambda: not busy.exists(), message="deleted once unmounted")
+
+
+# -- a service in a user namespace of its own: its own inotify limits ------------------
+
+
+def _userns() -> str | None:
+    if shutil.which("unshare") is None:
+        return "needs unshare(1)"
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"cannot make a user namespace: {probe.stderr.strip()}"
+    return None
+
+
+needs_userns = pytest.mark.skipif(
+    os.geteuid() != 0 or _userns() is not None,
+    reason="needs root and user namespaces" if os.geteuid() != 0 else (_userns() or ""),
+)
+
+
+class NamespacedRun:
+    """`tempwatch run` in a new user namespace, with its own inotify limits set first.
+
+    The limits (/proc/sys/user/max_inotify_*) belong to the namespace: nothing else on
+    the machine is affected.
+    """
+
+    def __init__(self, config: Path, *, instances: int | None = None,
+                 watches: int | None = None) -> None:
+        settings = []
+        if instances is not None:
+            settings.append(f"echo {instances} > /proc/sys/user/max_inotify_instances")
+        if watches is not None:
+            settings.append(f"echo {watches} > /proc/sys/user/max_inotify_watches")
+        script = " && ".join([*settings, 'exec "$0" -m tempwatch run -c "$1"'])
+        self.proc = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "sh", "-c", script,
+             sys.executable, str(config)],
+            cwd=REPO, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, name="userns-stderr")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        self.lines.extend(line.rstrip("\n") for line in self.proc.stderr)
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(timeout=5)
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
+
+
+@contextmanager
+def namespaced(base: Path, tmp_path: Path, **limits: int) -> Iterator[tuple[NamespacedRun, str]]:
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text("\n".join([
+        "[watch]", f'base_dir = "{base}"', 'rescan_interval = "1h"',
+        "[cleanup]", 'max_age = "1h"', 'interval = "1h"',
+        "[metrics]", "enabled = true", 'address = "127.0.0.1"', f"port = {port}",
+        "[log]", 'level = "INFO"',
+    ]) + "\n")
+    url = f"http://127.0.0.1:{port}"
+    child = NamespacedRun(config, **limits)
+
+    def up() -> bool:
+        assert child.proc.poll() is None, "\n".join(child.lines[-20:])
+        try:
+            return healthz(url)[0] in (200, 503)
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=20, message="the namespaced service answering")
+        yield child, url
+    finally:
+        assert child.stop() == 0, "\n".join(child.lines[-20:])
+
+
+@needs_userns
+@pytest.mark.root
+def test_the_inotify_instance_limit_at_start_falls_back_to_polling(
+    base: Path, tmp_path: Path
+) -> None:
+    with namespaced(base, tmp_path, instances=0) as (child, url):
+        assert child.said("falling back to polling")
+        status, body = healthz(url)
+        assert status == 200 and body["status"] == "degraded", body
+        assert any("polling" in str(reason) for reason in body["reasons"]), body
+        (base / "seen").write_text("")
+        wait_for(lambda: metric(url, "temp_files_active") == 1, message="polled in")
+
+
+@needs_userns
+@pytest.mark.root
+def test_the_watch_limit_mid_run_is_reported_and_rescanned_promptly(
+    base: Path, tmp_path: Path
+) -> None:
+    # Two watches: base_dir and one subdirectory; the rest cannot be watched.
+    with namespaced(base, tmp_path, watches=2) as (child, url):
+        (base / "a").mkdir()
+        (base / "a" / "f").write_text("")
+        wait_for(lambda: metric(url, "temp_files_active") == 1, message="a/f by its event")
+        for name in ("b", "c", "d"):  # made outside, files and all, then moved in
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "f").write_text("")
+            (tmp_path / name).rename(base / name)
+        # No event reaches files in b, c and d: the prompt rescan registers them (the
+        # periodic one is an hour away).
+        wait_for(lambda: metric(url, "temp_files_active") == 4, message="rescanned promptly")
+        # Below PATH_MAX too: a deep chain moved in cannot be watched, and is rescanned.
+        (tmp_path / "deep").mkdir()
+        with deep_chain(tmp_path / "deep", 24) as (_, fd):
+            write_at(fd, "bottom")
+        (tmp_path / "deep").rename(base / "deep")
+        wait_for(lambda: metric(url, "temp_files_active") == 5, message="the deep file")
+        assert child.said("could not watch new directory")
+        status, body = healthz(url)
+        assert status == 200 and body["status"] == "degraded", body
+        assert any("not watched" in str(reason) for reason in body["reasons"]), body
+        wait_for(lambda: scrape(url)[("tempwatch_rescans_total", frozenset())] >= 2,
+                 message="the prompt rescan (the periodic one is an hour away)")
