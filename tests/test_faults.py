@@ -190,12 +190,14 @@ class NamespacedRun:
 
 
 @contextmanager
-def namespaced(base: Path, tmp_path: Path, **limits: int) -> Iterator[tuple[NamespacedRun, str]]:
+def namespaced(
+    base: Path, tmp_path: Path, *, max_age: str = "1h", interval: str = "1h", **limits: int
+) -> Iterator[tuple[NamespacedRun, str]]:
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text("\n".join([
         "[watch]", f'base_dir = "{base}"', 'rescan_interval = "1h"',
-        "[cleanup]", 'max_age = "1h"', 'interval = "1h"',
+        "[cleanup]", f'max_age = "{max_age}"', f'interval = "{interval}"',
         "[metrics]", "enabled = true", 'address = "127.0.0.1"', f"port = {port}",
         "[log]", 'level = "INFO"',
     ]) + "\n")
@@ -214,6 +216,26 @@ def namespaced(base: Path, tmp_path: Path, **limits: int) -> Iterator[tuple[Name
         yield child, url
     finally:
         assert child.stop() == 0, "\n".join(child.lines[-20:])
+
+
+@needs_userns
+@pytest.mark.root
+def test_a_directory_the_service_may_not_write_fails_with_eacces_and_is_retried(
+    base: Path, tmp_path: Path
+) -> None:
+    # In its own user namespace the service's root has no power over a directory owned by
+    # a user the namespace does not map: unlink there is refused with EACCES.
+    locked = base / "locked"
+    locked.mkdir(mode=0o755)
+    (stuck,) = fresh_files(locked, 1)
+    os.utime(stuck, (1_000_000, 1_000_000))  # expired at the first pass
+    os.chown(locked, 54321, 54321)
+    with namespaced(base, tmp_path, max_age="1s", interval="100ms") as (child, url):
+        wait_for(lambda: errors(url, "EACCES") >= 2, message="EACCES counted, retried")
+        assert metric(url, "temp_files_active") == 1, "it stays registered"
+        os.chown(locked, 0, 0)
+        wait_for(lambda: not stuck.exists(), message="deleted once it may be")
+    assert child.said("[Errno 13] Permission denied")
 
 
 @needs_userns
