@@ -17,9 +17,16 @@ walking down from `base_dir` one directory fd at a time instead of trusting a pa
   right before each unlink, one `fstatat` of "../.." proves that directory still hangs
   below base_dir, at the depth it was entered at. If it does not, the path is walked again.
 
-Known limits: without /proc the mount-id check is skipped and only st_dev is compared; Linux
-has no unlink-by-fd, so a rename between the last check and `unlinkat` (a window of a system
-call or two) cannot be excluded, only made small.
+Known limits: without /proc the mount-id check is skipped and only st_dev is compared.
+Linux has no unlink-by-fd and no way to hold a rename off, so one window stays open: a
+directory (or one above it) renamed out of base_dir after the `fstatat` of "../.." that
+proves it still hangs below base_dir and before the `unlinkat` that follows it (the very
+next system call) takes the file in hand with it, and that file is removed outside
+base_dir. It is always the file that was judged, inside base_dir, one system call earlier
+(same device and inode); the next file of the batch sees the move and is not touched, and
+no other file can be reached. (An adversarial run hit it 3 times in 20 with a rename racing
+a pass, 0.6-1.1 ms after the rename.) Whoever can rename that directory could unlink the
+file as well.
 """
 
 from __future__ import annotations
