@@ -231,18 +231,14 @@ class Service:
 
     @property
     def is_working(self) -> bool:
-        """Every thread is running and the observer is alive (or stopped on purpose while
-        base_dir is changed): what a supervisor's watchdog should hear about. A dead observer
-        the monitor cannot restart stops the pings."""
+        """Every thread runs and the observer lives (or was stopped because base_dir changed):
+        what a watchdog should hear. A dead observer the monitor cannot restart says False."""
         threads_alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
         return threads_alive and self._supervisor.is_watching
 
     def run_pass_now(self) -> PassReport:
-        """Run one full cleanup pass now, on the calling thread.
-
-        While base_dir is not the directory verified at start, nothing is done (an empty
-        report): see `ServiceStats.base_dir_problem`.
-        """
+        """Run one full cleanup pass now, on the calling thread (while base_dir is not the
+        directory verified at start, none: an empty report; see `base_dir_problem`)."""
         config = self._config
         deleter = self._require_deleter()
         if self._supervisor.guard.problem is not None:

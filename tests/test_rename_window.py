@@ -25,6 +25,16 @@ def _file_id(path: Path) -> FileId:
     return FileId(st.st_dev, st.st_ino)
 
 
+def _shuffle(base: Path, outside: Path, done: threading.Event) -> None:
+    """Move base/sub out and back in, as fast as it goes, until `done`."""
+    while not done.is_set():
+        for src, dst in ((base / "sub", outside / "sub"), (outside / "sub", base / "sub")):
+            try:
+                os.rename(src, dst)
+            except FileNotFoundError:
+                pass
+
+
 def test_a_racing_rename_out_of_base_dir_costs_at_most_the_file_judged(
     base: Path, outside: Path
 ) -> None:
@@ -41,16 +51,8 @@ def test_a_racing_rename_out_of_base_dir_costs_at_most_the_file_judged(
         names = {p.name: _file_id(p) for p in (*targets, *keep)}
         done = threading.Event()
 
-        def shuffle() -> None:
-            # Out and back in, as fast as it goes, until the batch is over.
-            while not done.is_set():
-                for src, dst in ((base / "sub", outside / "sub"), (outside / "sub", base / "sub")):
-                    try:
-                        os.rename(src, dst)
-                    except FileNotFoundError:
-                        pass
-
-        renamer = threading.Thread(target=shuffle, name=f"renamer-{round_}")
+        renamer = threading.Thread(target=_shuffle, args=(base, outside, done),
+                                   name=f"renamer-{round_}")
         renamer.start()
         try:
             results = list(Deleter(base).delete_many(items))
