@@ -29,9 +29,10 @@ from typing import TypeVar
 from loguru import logger
 
 from tempwatch.age import DEFAULT_AGE_BY, AgeBy, scan_time_getter, unwatched_last_used_at
+from tempwatch.globs import is_excluded
 from tempwatch.longpath import lstat_any
 from tempwatch.registry import Registry, Touched
-from tempwatch.scan import ScanResult, collector_paused, is_excluded, scan_tree
+from tempwatch.scan import ScanResult, collector_paused, scan_tree
 
 __all__ = ["CHUNK_SIZE", "ROUTINE_REASONS", "ReconcileResult", "Scanner", "reconcile", "rescan"]
 

@@ -20,14 +20,14 @@ import stat
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 from tempwatch.deleter import FileId
 from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id
+from tempwatch.globs import GlobMatcher, compile_globs
 
 __all__ = [
-    "collector_paused","DirInfo", "FileInfo", "ScanResult", "is_excluded", "scan_tree"]
+    "collector_paused","DirInfo", "FileInfo", "ScanResult", "scan_tree"]
 
 # Plain module constants: read in the hot loop, where `stat.S_IFREG` would cost an extra lookup.
 _S_IFMT = 0o170000
@@ -78,37 +78,6 @@ class ScanResult:
     skipped_mounts: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class _Matcher:
-    """Exclude patterns compiled into at most two regexes: one per basename, one per path."""
-
-    names: re.Pattern[str] | None
-    paths: re.Pattern[str] | None
-
-    def matches(self, name: str, rel_path: str) -> bool:
-        return bool(
-            (self.names is not None and self.names.fullmatch(name))
-            or (self.paths is not None and self.paths.fullmatch(rel_path))
-        )
-
-
-def is_excluded(rel_path: str, patterns: Sequence[str]) -> bool:
-    """Whether `rel_path` (relative to base_dir) or one of its parent directories is excluded.
-
-    A pattern without "/" matches a basename at any depth ("*.log"); a pattern with "/"
-    matches the whole relative path ("cache/*/tmp"), and so does one with a leading "/"
-    ("/cache": only the top-level one). "*", "?" and "[...]" stay within one path component;
-    "**" crosses them ("build/**/*.o"). A trailing "/" is ignored. A matched directory
-    excludes everything below it.
-    """
-    matcher = _compile(_patterns(patterns))
-    parts = [p for p in rel_path.split("/") if p not in ("", ".")]
-    for depth, name in enumerate(parts, start=1):
-        if matcher.matches(name, "/".join(parts[:depth])):
-            return True
-    return False
-
-
 def scan_tree(
     base_dir: str | os.PathLike[str],
     *,
@@ -124,7 +93,7 @@ def scan_tree(
     Raises OSError only if base_dir itself cannot be opened; a bad entry below it lands in
     `errors` and an entry that vanishes mid-walk is skipped silently.
     """
-    walk = _Walk(_compile(_patterns(exclude)), _normalise(skip_names), recursive)
+    walk = _Walk(compile_globs(exclude), _normalise(skip_names), recursive)
     base = os.path.realpath(os.fspath(base_dir))
     base_fd = os.open(base, DIR_OPEN_FLAGS)
     try:
@@ -162,7 +131,7 @@ _Pending = tuple[_Parent, str, str, str, int, os.stat_result]
 class _Walk:
     """State of one scan_tree call; `run` takes ownership of the base fd."""
 
-    def __init__(self, matcher: _Matcher, skip: frozenset[str], recursive: bool) -> None:
+    def __init__(self, matcher: GlobMatcher, skip: frozenset[str], recursive: bool) -> None:
         self.names = matcher.names.fullmatch if matcher.names is not None else None
         self.paths = matcher.paths.fullmatch if matcher.paths is not None else None
         self.skip = skip
@@ -336,80 +305,6 @@ def _normalise(skip_names: Collection[str]) -> frozenset[str]:
         out.add(absolute)
         out.add(os.path.join(os.path.realpath(head), tail))
     return frozenset(out)
-
-
-def _patterns(patterns: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(patterns, str):  # a lone str is a Sequence[str] of its characters
-        raise TypeError("exclude patterns must be a sequence of str, not a str")
-    return tuple(patterns)
-
-
-@lru_cache(maxsize=32)
-def _compile(patterns: tuple[str, ...]) -> _Matcher:
-    names: list[str] = []
-    paths: list[str] = []
-    for raw in patterns:
-        pattern = raw.strip("/")
-        if not pattern:
-            continue
-        anchored = raw.startswith("/") or "/" in pattern
-        (paths if anchored else names).append(_translate(pattern))
-    return _Matcher(_join(names), _join(paths))
-
-
-def _join(regexes: list[str]) -> re.Pattern[str] | None:
-    if not regexes:
-        return None
-    return re.compile("|".join(f"(?:{r})" for r in regexes), re.DOTALL)
-
-
-def _translate(pattern: str) -> str:
-    """Glob to regex: "*", "?" and "[...]" never match "/", "**" does ("**/" may match nothing)."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*" and pattern.startswith("*", i):
-            i += 1
-            if pattern.startswith("/", i):
-                i += 1
-                out.append("(?:.*/)?")
-            else:
-                out.append(".*")
-        elif c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = _class_end(pattern, i)
-            if end < 0:
-                out.append(re.escape(c))
-            else:
-                out.append(_class(pattern[i:end]))
-                i = end + 1
-        else:
-            out.append(re.escape(c))
-    return "".join(out)
-
-
-def _class_end(pattern: str, start: int) -> int:
-    """Index of the "]" closing a class whose body starts at `start`, or -1."""
-    j = start
-    if j < len(pattern) and pattern[j] in "!^":
-        j += 1
-    if j < len(pattern) and pattern[j] == "]":
-        j += 1  # a "]" right after the opening bracket is a literal member
-    return pattern.find("]", j)
-
-
-def _class(body: str) -> str:
-    negate = body[:1] in ("!", "^")
-    if negate:
-        body = body[1:]
-    # Escape every member but the range dash, so "[[]" or "[&&]" are plain characters to re.
-    members = "".join(ch if ch == "-" else re.escape(ch) for ch in body)
-    return f"[^/{members}]" if negate else f"(?!/)[{members}]"
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from tempwatch.deleter import Deleter
 from tempwatch.dirfd import DirIdentity
 from tempwatch.enforcer import Enforcer
 from tempwatch.errors import TempwatchError
+from tempwatch.globs import is_excluded
 from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.lognoise import SaidOnce, capped, log_in_full
 from tempwatch.oneshot import deleter_for, limits_of, own_files, remove_empty_dirs
@@ -46,7 +47,7 @@ from tempwatch.openfiles import (
 )
 from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, rescan
-from tempwatch.scan import is_excluded, scan_tree
+from tempwatch.scan import scan_tree
 from tempwatch.supervise import RESTART_RETRY_SECONDS, Supervisor
 from tempwatch.watcher import Watcher
 

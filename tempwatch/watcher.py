@@ -59,10 +59,10 @@ from watchdog.observers.polling import PollingObserver
 from tempwatch.age import DEFAULT_AGE_BY, AgeBy, stat_last_used_at
 from tempwatch.errors import TempwatchError
 from tempwatch.eventsink import Hooks, call_safely
+from tempwatch.globs import is_excluded
 from tempwatch.inotify import InotifyObserver
 from tempwatch.longpath import lstat_any
 from tempwatch.registry import Registry
-from tempwatch.scan import is_excluded
 
 __all__ = ["ObserverKind", "Watcher"]
 

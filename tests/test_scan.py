@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tempwatch.deleter import Deleter, Outcome
-from tempwatch.scan import DirInfo, FileInfo, is_excluded, scan_tree
+from tempwatch.globs import is_excluded
+from tempwatch.scan import DirInfo, FileInfo, scan_tree
 
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root (mounts, mknod)")
