@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tempwatch.age import AGE_SOURCES, DEFAULT_AGE_BY, AgeBy
+from tempwatch.rules import Rule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -153,6 +154,7 @@ class Config:
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     source: Path | None = field(default=None, compare=False)
+    rules: tuple[Rule, ...] = ()  # the directory's per-pattern rules, first match wins
 
     def to_dict(self) -> dict[str, object]:
         """The effective config as a nested dict keyed like the TOML file (JSON-serialisable).

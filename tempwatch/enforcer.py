@@ -75,6 +75,8 @@ class Enforcer:
     def note_closed(self, path: str, size_bytes: int, limits: Limits) -> bool:
         """Remember a file closed above the per-file limit; True if there is work to do."""
         limit = limits.max_file_size_bytes
+        if limits.rules is not None:
+            limit = limits.rules.governing(path).max_file_size_bytes
         if not (limit and size_bytes > limit):
             return False
         with self._oversize_lock:

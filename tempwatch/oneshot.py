@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from tempwatch.age import scan_time_getter
 from tempwatch.blindspots import warn_denied
 from tempwatch.cleaner import CleanupListener, PassReport, run_pass_over
 from tempwatch.config import Config
@@ -25,6 +24,7 @@ from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Entry, Registry
+from tempwatch.rules import RuleSet
 from tempwatch.scan import DirInfo, ScanResult, collector_paused, scan_tree
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "own_files",
     "read_disk",
     "remove_empty_dirs",
+    "rules_of",
 ]
 
 
@@ -46,8 +47,20 @@ class DiskState:
     scan: ScanResult
 
 
+def rules_of(config: Config) -> RuleSet:
+    """The directory's rules, with its own settings for the paths no rule matches."""
+    return RuleSet(
+        str(config.watch.base_dir),
+        config.rules,
+        max_age_seconds=config.cleanup.max_age_seconds,
+        max_file_size_bytes=config.limits.max_file_size_bytes,
+        age_by=config.cleanup.age_by,
+    )
+
+
 def limits_of(config: Config) -> Limits:
     """The policy's limits from the configuration."""
+    rules = rules_of(config)
     return Limits(
         max_age_seconds=config.cleanup.max_age_seconds,
         max_files=config.limits.max_files,
@@ -55,6 +68,7 @@ def limits_of(config: Config) -> Limits:
         max_total_size_bytes=config.limits.max_total_size_bytes,
         low_watermark=config.limits.low_watermark,
         age_by=config.cleanup.age_by,
+        rules=rules if rules else None,
     )
 
 
@@ -72,8 +86,9 @@ def read_disk(config: Config) -> DiskState:
     is missing."""
     scan = _scan(config)
     registry = Registry()
-    used_at = scan_time_getter(config.cleanup.age_by)
-    registry.add_many((info.path, used_at(info), info.size_bytes, info.ino) for info in scan.files)
+    registry.add_many(
+        (info.path, at, info.size_bytes, info.ino) for info, at in rules_of(config).aged(scan.files)
+    )
     return DiskState(registry, scan)
 
 
@@ -101,8 +116,8 @@ def _clean_once(
     scan = _scan(config)
     # No registry: it would be filled from the scan, read back sorted and emptied again,
     # a locked call per file each time, only to be thrown away.
-    used_at = scan_time_getter(config.cleanup.age_by)
-    entries = [(i.path, Entry(used_at(i), i.size_bytes, i.ino)) for i in scan.files]
+    aged = rules_of(config).aged(scan.files)
+    entries = [(i.path, Entry(at, i.size_bytes, i.ino)) for i, at in aged]
     entries.sort(key=_time_of)
     cleanup = config.cleanup
     deleter = deleter_for(config)

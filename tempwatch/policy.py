@@ -15,6 +15,7 @@ from enum import Enum
 
 from tempwatch.age import AgeBy, AgeCheck
 from tempwatch.registry import Entry
+from tempwatch.rules import RuleSet
 
 __all__ = ["EVERY_PATH", "Decision", "Limits", "Plan", "Reason", "plan_evictions", "plan_pass"]
 
@@ -59,6 +60,7 @@ class Limits:
     max_total_size_bytes: int = 0
     low_watermark: float = 0.9
     age_by: AgeBy | None = None
+    rules: RuleSet | None = None  # per-pattern max_age, size limit, age_by or keep
 
     def count_target(self) -> int:
         """How many files may remain after an eviction for the count limit."""
@@ -106,13 +108,13 @@ class Plan:
 
 
 def _reason_by_file(
-    entry: Entry, age_seconds: float, limits: Limits, forced: bool
+    entry: Entry, age_seconds: float, max_age_seconds: float, max_size_bytes: int, forced: bool
 ) -> Reason | None:
     if forced:
         return Reason.FORCED
-    if age_seconds > limits.max_age_seconds:
+    if age_seconds > max_age_seconds:
         return Reason.EXPIRED
-    if limits.max_file_size_bytes and entry.size_bytes > limits.max_file_size_bytes:
+    if max_size_bytes and entry.size_bytes > max_size_bytes:
         return Reason.OVERSIZE
     return None
 
@@ -129,20 +131,31 @@ def plan_pass(
     then the limits.
 
     `entries` must be oldest first. `open_paths` is consulted only for files that would go,
-    so a lazy container sweeps processes only when there is something to delete.
+    so a lazy container sweeps processes only when there is something to delete. With
+    `limits.rules`, each file's rule sets its max_age, size limit and age_by; files a
+    `keep` rule governs are left out altogether (never deleted, never counted).
     """
     deletions: list[Decision] = []
     skipped: list[Decision] = []
     kept: list[tuple[str, Entry]] = []  # what stays on disk, open files included
     total_bytes = 0
+    rules = limits.rules or None
     age_by = limits.age_by
-    cutoff = now - limits.max_age_seconds
+    max_age = limits.max_age_seconds
+    max_size = limits.max_file_size_bytes
     for path, entry in entries:
+        if rules is not None:
+            governing = rules.governing(path)
+            if governing.keep:
+                continue
+            age_by = governing.age_by
+            max_age = governing.max_age_seconds
+            max_size = governing.max_file_size_bytes
         age = now - entry.registered_at
-        reason = _reason_by_file(entry, age, limits, path in forced)
+        reason = _reason_by_file(entry, age, max_age, max_size, path in forced)
         if reason is not None:
             check = (
-                AgeCheck(age_by, cutoff)
+                AgeCheck(age_by, now - max_age)
                 if age_by is not None and reason is Reason.EXPIRED
                 else None
             )
@@ -189,9 +202,12 @@ def plan_evictions(
     bytes_target = limits.bytes_target() if over_quota else total_bytes
     deletions: list[Decision] = []
     skipped: list[Decision] = []
+    rules = limits.rules or None
     for path, entry in oldest_first:
         if count <= count_target and total_bytes <= bytes_target:
             break
+        if rules is not None and rules.is_kept(path):
+            continue  # never registered by the service; a scan's list may hold it
         reason = Reason.OVER_COUNT if count > count_target else Reason.OVER_QUOTA
         if reason is Reason.OVER_QUOTA and entry.size_bytes == 0:
             continue  # an empty file frees no bytes

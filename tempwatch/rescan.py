@@ -32,7 +32,8 @@ from tempwatch.age import DEFAULT_AGE_BY, AgeBy, scan_time_getter, unwatched_las
 from tempwatch.globs import is_excluded
 from tempwatch.longpath import lstat_any
 from tempwatch.registry import Registry, Touched
-from tempwatch.scan import ScanResult, collector_paused, scan_tree
+from tempwatch.rules import RuleSet
+from tempwatch.scan import FileInfo, ScanResult, collector_paused, scan_tree
 
 __all__ = ["CHUNK_SIZE", "ROUTINE_REASONS", "ReconcileResult", "Scanner", "reconcile", "rescan"]
 
@@ -90,6 +91,7 @@ def reconcile(
     chunk_size: int = CHUNK_SIZE,
     should_stop: Callable[[], bool] | None = None,
     age_by: AgeBy = DEFAULT_AGE_BY,
+    rules: RuleSet | None = None,
 ) -> ReconcileResult:
     """Make `registry` equal to the regular files of `scan`.
 
@@ -101,12 +103,14 @@ def reconcile(
     scan entered, without an error, the name not matching `exclude`. So directories the scan
     could not read lose no entries.
 
-    A file added is aged from its last use per `age_by` (registration unknown: its ctime
-    stands in). `skip_paths` (the service's own files) are never registered. `should_stop`
+    A file added is aged from its last use per `age_by`, or per its rule's with `rules`
+    (registration unknown: its ctime stands in); files a `keep` rule governs are never
+    registered. `skip_paths` (the service's own files) are never registered. `should_stop`
     is asked between chunks; when it answers True the work done so far is kept and the rest
     is left for the next rescan.
     """
     skip = frozenset(skip_paths)
+    files, governed, is_kept = _governed(scan.files, age_by, rules)
     registered = registry.paths()  # after the scan: ghosts are looked for among these
     # Compared without the lock (each lookup is atomic): every change is decided under it,
     # and a path an event changed since is in `touched`.
@@ -114,18 +118,18 @@ def reconcile(
         matches = registry.matches
         missing = [
             i
-            for i in scan.files
+            for i in files
             if not (i.path in skip or matches(i.path, i.size_bytes, i.ino))
         ]
     else:  # the start: whatever an event registered since is in `touched`
-        missing = [i for i in scan.files if i.path not in skip] if skip else list(scan.files)
+        missing = [i for i in files if i.path not in skip] if skip else list(files)
     # Oldest first: added in time order, they extend the registry's order instead of all
     # landing in its side table of late entries.
-    used_at = scan_time_getter(age_by)
+    used_at = _time_getter(missing, age_by, rules)
     missing.sort(key=used_at)
     ghosts: list[str] = []
     if registered:
-        on_disk = {i.path for i in scan.files if i.path not in skip}
+        on_disk = {i.path for i in files if i.path not in skip}
         ghosts = [path for path in registered if path not in on_disk]
         del on_disk
     counts = _Counts()
@@ -145,7 +149,7 @@ def reconcile(
             counts.added += added
             counts.resized += len(sure) - added
             for path in unsure:
-                counts.note(_verify(registry, path, lstat, skip, age_by))
+                counts.note(_verify(registry, path, lstat, skip, governed, is_kept))
     vouched = _Vouched(scan, base_dir, exclude, skip)
     for paths in _chunks(ghosts, chunk_size):
         if should_stop is not None and should_stop():
@@ -153,7 +157,7 @@ def reconcile(
         with registry.lock:
             for path in paths:
                 if touched is None or path in touched or not vouched(path):
-                    counts.note(_verify(registry, path, lstat, skip, age_by))
+                    counts.note(_verify(registry, path, lstat, skip, governed, is_kept))
                 elif registry.discard(path) is not None:
                     counts.removed += 1
     return _result(counts)
@@ -170,6 +174,7 @@ def rescan(
     should_stop: Callable[[], bool] | None = None,
     scanner: Scanner = scan_tree,
     age_by: AgeBy = DEFAULT_AGE_BY,
+    rules: RuleSet | None = None,
 ) -> ReconcileResult:
     """Scan `base_dir` and reconcile `registry` with it; log one line with what changed.
 
@@ -184,6 +189,7 @@ def rescan(
         result = reconcile(
             registry, scan, touched=touched, base_dir=os.path.realpath(base_dir),
             exclude=exclude, skip_paths=skip_paths, should_stop=should_stop, age_by=age_by,
+            rules=rules,
         )
     quiet = reason == "start" or (reason in ROUTINE_REASONS and not result.changed)
     logger.bind(
@@ -234,16 +240,44 @@ class _Vouched:
         )
 
 
+def _time_getter(
+    files: list[FileInfo], age_by: AgeBy, rules: RuleSet | None
+) -> Callable[[FileInfo], float]:
+    if not rules:
+        return scan_time_getter(age_by)
+    times = {info.path: at for info, at in rules.aged(files)}
+    return lambda info: times[info.path]
+
+
+def _governed(
+    files: list[FileInfo], age_by: AgeBy, rules: RuleSet | None
+) -> tuple[list[FileInfo], Callable[[str], AgeBy | None], Callable[[str], bool]]:
+    """The files to register, each path's age_by, and which paths a keep rule governs."""
+    if rules:
+        return [i for i in files if not rules.is_kept(i.path)], rules.age_by_for, rules.is_kept
+    return files, lambda _: age_by, _never
+
+
+def _never(path: str) -> bool:
+    return False
+
+
 def _verify(
-    registry: Registry, path: str, lstat: _Lstat, skip: frozenset[str], age_by: AgeBy
+    registry: Registry,
+    path: str,
+    lstat: _Lstat,
+    skip: frozenset[str],
+    governed: Callable[[str], AgeBy | None],
+    is_kept: Callable[[str], bool],
 ) -> str:
     """Bring one path in line with what lstat says now. Call with the registry lock held."""
     try:
-        st = None if path in skip else lstat(path)
+        st = None if path in skip or is_kept(path) else lstat(path)
     except OSError:
         st = None
     if st is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         return "removed" if registry.discard(path) is not None else ""
+    age_by = governed(path) or DEFAULT_AGE_BY
     return _apply(registry, path, st.st_size, st.st_ino, unwatched_last_used_at(st, age_by))
 
 

@@ -38,7 +38,7 @@ from tempwatch.errors import TempwatchError
 from tempwatch.globs import is_excluded
 from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.lognoise import SaidOnce, capped, log_in_full
-from tempwatch.oneshot import deleter_for, limits_of, own_files, remove_empty_dirs
+from tempwatch.oneshot import deleter_for, limits_of, own_files, remove_empty_dirs, rules_of
 from tempwatch.openfiles import (
     NO_OPEN_FILES,
     LazyOpenFiles,
@@ -400,7 +400,7 @@ class Service:
         result = rescan(
             self.registry, self._base_dir, reason=reason, recursive=watch.recursive,
             exclude=watch.exclude, skip_paths=self._own, should_stop=self._stopping.is_set,
-            age_by=self._config.cleanup.age_by,
+            age_by=self._config.cleanup.age_by, rules=self._limits.rules,
         )
         self._rescans += 1
         self._registered_by_rescan += result.added
@@ -427,6 +427,7 @@ class Service:
             on_missed=self._on_missed,
             polling_interval_seconds=self._polling_interval,
             age_by=config.cleanup.age_by,
+            rules=rules_of(config),
         )
 
     def _replace_watcher(self, config: Config, own: frozenset[str]) -> None:
@@ -449,4 +450,4 @@ class Service:
 
 def _watch_settings(config: Config) -> tuple[object, ...]:
     watch = config.watch
-    return (watch.recursive, watch.observer, watch.exclude, config.cleanup.age_by)
+    return (watch.recursive, watch.observer, watch.exclude, config.cleanup.age_by, config.rules)

@@ -63,10 +63,13 @@ from tempwatch.globs import is_excluded
 from tempwatch.inotify import InotifyObserver
 from tempwatch.longpath import lstat_any
 from tempwatch.registry import Registry
+from tempwatch.rules import RuleSet
 
 __all__ = ["ObserverKind", "Watcher"]
 
 ObserverKind = Literal["auto", "inotify", "polling"]
+
+_WRITE_SOURCES = frozenset({"modified", "changed"})
 
 # (path, size, inode, is_close, last use per the lstat or None: registration counts)
 _Found = tuple[str, int, int, bool, "float | None"]
@@ -128,7 +131,10 @@ class _Handler(FileSystemEventHandler):
         if not path.startswith(self._prefix) or path in self._w.skip_paths:
             return True
         patterns = self._w.exclude
-        return bool(patterns) and is_excluded(path[len(self._prefix) :], patterns)
+        if patterns and is_excluded(path[len(self._prefix) :], patterns):
+            return True
+        rules = self._w.rules
+        return rules is not None and rules.is_kept(path)  # a keep rule: never registered
 
     def created(self, path: str) -> None:
         """A new regular file (or one moved in) is registered now; anything else never."""
@@ -171,6 +177,7 @@ class _Handler(FileSystemEventHandler):
         """
         base_dev = self._w.base_dev
         age_by = self._w.age_by
+        rules = self._w.rules
         by_stat = "registered" not in age_by
         found: list[_Found] = []
         for path, is_close in files:
@@ -189,6 +196,9 @@ class _Handler(FileSystemEventHandler):
             # it); FIFOs, sockets and devices are never registered.
             mode = st.st_mode
             if (stat.S_ISREG(mode) or stat.S_ISLNK(mode)) and st.st_dev == base_dev:
+                if rules is not None:  # its rule may age it otherwise
+                    age_by = rules.age_by_for(path) or self._w.age_by
+                    by_stat = "registered" not in age_by
                 used_at = stat_last_used_at(st, age_by) if by_stat else None
                 found.append((path, st.st_size, st.st_ino, is_close, used_at))
         return found
@@ -197,7 +207,7 @@ class _Handler(FileSystemEventHandler):
         """Add each found file to the registry; return (path, size) of those that were new."""
         w = self._w
         registry, clock = w.registry, w.clock
-        renews = w.renews_on_write
+        renews = w.renews_on_write or w.rules is not None
         new: list[tuple[str, int]] = []
         errors: list[tuple[str, Exception]] = []
         with registry.lock:
@@ -209,7 +219,7 @@ class _Handler(FileSystemEventHandler):
                     # was watched, or created and closed within one read) is new.
                     if registry.add(path, at, size_bytes, ino):
                         new.append((path, size_bytes))
-                    elif is_close and renews:
+                    elif is_close and renews and w.counts_writes(path):
                         registry.renew(path, at)  # written: used now
                 except Exception as error:
                     errors.append((path, error))  # reported outside the lock
@@ -280,11 +290,13 @@ class Watcher:
         on_missed: Callable[[str], None] | None = None,
         polling_interval_seconds: float = 1.0,
         age_by: AgeBy = DEFAULT_AGE_BY,
+        rules: RuleSet | None = None,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.age_by = age_by
+        self.rules = rules if rules else None
         # A close after writing is a use only when writes count for the age.
-        self.renews_on_write = bool(age_by & {"modified", "changed"})
+        self.renews_on_write = bool(age_by & _WRITE_SOURCES)
         self.registry = registry
         self.recursive = recursive
         self.observer_kind: ObserverKind = observer
@@ -306,6 +318,13 @@ class Watcher:
         self._hooks = Hooks(
             handler=self._handler, overflow=self._overflowed, unwatched=self._unwatched
         )
+
+    def counts_writes(self, path: str) -> bool:
+        """Whether a write is a use of `path`: its age_by has "modified" or "changed"."""
+        rules = self.rules
+        if rules is None:
+            return self.renews_on_write
+        return bool((rules.age_by_for(path) or self.age_by) & _WRITE_SOURCES)
 
     @property
     def kind(self) -> Literal["inotify", "polling"] | None:
