@@ -7,6 +7,7 @@ The only place that turns typed errors into one-line messages and exit codes:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -60,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="what is piling up")
     status.add_argument("--json", action="store_true", help="print JSON")
     commands.add_parser("check-config", parents=[common], help="print the effective config")
+    health = commands.add_parser(
+        "health", parents=[common], help="ask the running service how it is (exit 1: unhealthy)"
+    )
+    health.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    health.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS", help="wait this long at most"
+    )
     return parser
 
 
@@ -91,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tempwatch.daemon import run_daemon  # watchdog is imported only to watch
 
             return run_daemon(load, configure_logging=lambda c: configure_logging(c.log))
+        if args.command == "health":
+            return _health(config, as_json=args.json, timeout_seconds=args.timeout)
         if args.command == "status":
             return _status(config, as_json=args.json)
         return _clean(config, quiet=args.quiet)
@@ -104,6 +114,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(message: str) -> None:
     print(f"tempwatch: {message}", file=sys.stderr)
+
+
+def _health(config: Config, *, as_json: bool, timeout_seconds: float) -> int:
+    """0 when the service answers healthy or degraded, 1 when unhealthy or not answering."""
+    from tempwatch.healthsocket import ServiceUnreachable, ask_health
+
+    try:
+        body = ask_health(str(config.watch.base_dir), timeout_seconds=timeout_seconds)
+    except ServiceUnreachable as e:
+        _fail(str(e))
+        return 1
+    status = body.get("status")
+    if as_json:
+        print(json.dumps(body, sort_keys=True))
+    else:
+        print(f"{status}: {body.get('active_files')} files in {body.get('base_dir')}")
+        reasons = body.get("reasons")
+        for reason in reasons if isinstance(reasons, list) else []:
+            print(f"  {reason}")
+    return 0 if status in ("healthy", "degraded") else 1
 
 
 def _status(config: Config, *, as_json: bool) -> int:

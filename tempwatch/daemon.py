@@ -31,6 +31,7 @@ from loguru import logger
 from tempwatch.config import Config
 from tempwatch.errors import AlreadyRunningError, ConfigError, TempwatchError
 from tempwatch.health import Health, assess_service
+from tempwatch.healthsocket import HealthSocket
 from tempwatch.sdnotify import Notifier
 from tempwatch.service import Service
 
@@ -139,13 +140,13 @@ def _serve(
 
 
 def _start(config: Config, stack: ExitStack) -> Service:
-    """The service, and its metrics and /healthz endpoint when enabled, on `stack`."""
-    if not config.metrics.enabled:
-        return stack.enter_context(Service(config))
-    from tempwatch.metrics import Metrics, MetricsServer  # prometheus_client only when used
-
+    """The service, its health socket, and its metrics and /healthz when enabled, on `stack`."""
     started: list[Service] = []
-    metrics = Metrics(source=lambda: started[0].stats)
+    metrics = None
+    if config.metrics.enabled:
+        from tempwatch.metrics import Metrics  # prometheus_client only when used
+
+        metrics = Metrics(source=lambda: started[0].stats)
     service = stack.enter_context(Service(config, listener=metrics))
     started.append(service)
 
@@ -155,11 +156,17 @@ def _start(config: Config, stack: ExitStack) -> Service:
             base_dir_exists=os.path.isdir(service.config.watch.base_dir),
         )
 
-    stack.enter_context(
-        MetricsServer(
-            metrics, address=config.metrics.address, port=config.metrics.port, health=health
+    # `tempwatch health` asks here: no network, whatever the metrics settings.
+    stack.enter_context(HealthSocket(str(config.watch.base_dir), health))
+    if metrics is not None:
+        from tempwatch.metrics import MetricsServer
+
+        stack.enter_context(
+            MetricsServer(
+                metrics, address=config.metrics.address, port=config.metrics.port,
+                health=health,
+            )
         )
-    )
     return service
 
 

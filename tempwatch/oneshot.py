@@ -20,6 +20,7 @@ from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.dirfd import DirIdentity
 from tempwatch.errors import TempwatchError
+from tempwatch.healthsocket import SOCKET_NAME
 from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
@@ -75,7 +76,7 @@ def limits_of(config: Config) -> Limits:
 def own_files(config: Config) -> frozenset[str]:
     """tempwatch's own files that may sit in base_dir: never registered, never deleted."""
     base = str(config.watch.base_dir)
-    own = {os.path.join(base, LOCK_FILE_NAME)}
+    own = {os.path.join(base, LOCK_FILE_NAME), os.path.join(base, SOCKET_NAME)}
     if config.log.file is not None:
         own.add(os.path.realpath(config.log.file))
     return frozenset(own)

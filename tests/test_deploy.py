@@ -12,11 +12,13 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 
 from tempwatch.config import CONFIG_PATH_ENV, ENV_VARS, MetricsConfig, load_config
 from tempwatch.instance import BASE_DIR_MODE
@@ -342,14 +344,36 @@ def test_unit_may_write_base_dir_only(service: dict[str, list[str]], base_dir: s
     assert service["ReadWritePaths"] == [base_dir]
     # ReadWritePaths= fails the start if the directory is missing: it is created first,
     # outside the sandbox ("+").
-    prep = shlex.split(one(service, "ExecStartPre"))
-    assert prep[0] == "+/usr/bin/mkdir" and prep[-1] == base_dir
-    assert int(prep[prep.index("-m") + 1], 8) == BASE_DIR_MODE  # as the service makes it
+    shell, flag, script = shlex.split(one(service, "ExecStartPre"))
+    assert (shell, flag) == ("+/bin/sh", "-c")
+    words_ = shlex.split(script)
+    assert words_[:3] == ["test", "-d", base_dir] and words_[-1] == base_dir
+    assert int(words_[words_.index("-m") + 1], 8) == BASE_DIR_MODE  # as the service makes it
     # A private /tmp would hide the real base_dir: the service would clean an empty copy.
     assert service.get("PrivateTmp", ["no"]) == ["no"]
     assert "invisible" not in service.get("ProtectProc", [])  # must see other processes
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateDevices", "ProtectKernelTunables"):
         assert one(service, key) == "yes", key
+
+
+def test_unit_creates_base_dir_for_its_user_and_leaves_an_existing_one_alone(
+    service: dict[str, list[str]], base_dir: str, tmp_path: Path
+) -> None:
+    _shell, _flag, script = shlex.split(one(service, "ExecStartPre"))
+    words_ = shlex.split(script)
+    # Owned by the user the service runs as, or it could not take its lock there.
+    assert words_[words_.index("-o") + 1] == one(service, "User")
+    assert words_[words_.index("-g") + 1] == one(service, "Group")
+    # Run it (as the user running the tests) on a directory of our own.
+    target = tmp_path / "made"
+    local = script.replace(base_dir, shlex.quote(str(target)))
+    local = local.replace(f"-o {one(service, 'User')}", f"-o {os.geteuid()}")
+    local = local.replace(f"-g {one(service, 'Group')}", f"-g {os.getegid()}")
+    subprocess.run(["/bin/sh", "-c", local], check=True)
+    assert target.stat().st_mode & 0o7777 == BASE_DIR_MODE
+    target.chmod(0o1777)  # what an operator chose for a shared temp dir
+    subprocess.run(["/bin/sh", "-c", local], check=True)
+    assert target.stat().st_mode & 0o7777 == 0o1777
 
 
 def test_unit_has_no_network_unless_metrics_are_on(service: dict[str, list[str]]) -> None:
@@ -381,11 +405,47 @@ def test_dockerfile_base_user_and_port(dockerfile: list[tuple[str, str]]) -> Non
     assert ("EXPOSE", str(DEFAULT_PORT)) in dockerfile
 
 
-def test_dockerfile_healthcheck_probes_healthz_on_the_default_port(
+def healthcheck_argv(dockerfile: list[tuple[str, str]]) -> list[str]:
+    (check,) = [args for instruction, args in dockerfile if instruction == "HEALTHCHECK"]
+    options, _, command = check.partition(" CMD ")
+    assert "--timeout=5s" in options.split()
+    argv = json.loads(command)
+    assert isinstance(argv, list)
+    return [str(arg) for arg in argv]
+
+
+def test_dockerfile_healthcheck_asks_the_service_without_the_network(
     dockerfile: list[tuple[str, str]],
 ) -> None:
-    (check,) = [args for instruction, args in dockerfile if instruction == "HEALTHCHECK"]
-    assert f"http://127.0.0.1:{DEFAULT_PORT}/healthz" in check
+    argv = healthcheck_argv(dockerfile)
+    assert argv[:2] == ["tempwatch", "health"]
+    assert float(argv[argv.index("--timeout") + 1]) < 5  # inside Docker's own timeout
+
+
+def test_dockerfile_healthcheck_works_with_metrics_off(
+    dockerfile: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    # The repository's config.toml has metrics off: the image's check must still answer.
+    base = tmp_path / "base"
+    config = tmp_path / "config.toml"
+    shipped = (ROOT / "config.toml").read_text()
+    config.write_text(shipped.replace('base_dir = "/tmp/tempwatch"', f'base_dir = "{base}"'))
+    assert not load_config(config, env={}).metrics.enabled
+    env = {**os.environ, CONFIG_PATH_ENV: str(config)}  # as the image sets it
+    check = [sys.executable, "-m", "tempwatch", *healthcheck_argv(dockerfile)[1:]]
+
+    def ask() -> int:
+        return subprocess.run(check, env=env, cwd=ROOT, capture_output=True, timeout=50).returncode
+
+    assert ask() == 1  # nothing runs yet: unhealthy
+    service = subprocess.Popen([sys.executable, "-m", "tempwatch", "run"], env=env, cwd=ROOT,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: ask() == 0, timeout=30, message="the health check passing")
+    finally:
+        service.terminate()
+        assert service.wait(timeout=10) == 0
+    assert ask() == 1
 
 
 def test_dockerfile_ships_a_config_at_the_path_it_reads(
@@ -541,7 +601,7 @@ def test_operations_doc_names_every_metric_and_no_other() -> None:
 
 def test_operations_doc_says_the_image_was_not_built_here() -> None:
     text = " ".join(operations_section().split())
-    assert "Docker cannot run on the machines" in text
+    assert "No Docker engine runs on the machines" in text
 
 
 # -- the readers themselves: a broken file must fail, not parse into something else ---------
