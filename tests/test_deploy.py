@@ -495,6 +495,29 @@ def test_daemonset_probes_healthz_on_the_metrics_port(kube: dict[str, dict[str, 
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
+def test_every_probe_has_an_explicit_timeout(kube: dict[str, dict[str, Any]]) -> None:
+    (container,) = kube["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert 0 < container[probe]["timeoutSeconds"] < container[probe]["periodSeconds"] + 1
+
+
+def test_the_namespace_says_its_pods_are_privileged(kube: dict[str, dict[str, Any]]) -> None:
+    # hostPID, hostPath and added capabilities break Pod Security "baseline": a cluster
+    # enforcing it would refuse the pods, so the namespace asks for "privileged" openly.
+    spec = kube["DaemonSet"]["spec"]["template"]["spec"]
+    assert spec["hostPID"] is True
+    labels = kube["Namespace"]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert "pod-security.kubernetes.io/enforce" in operations_section()
+
+
+def test_apparmor_does_not_hide_the_host_processes(kube: dict[str, dict[str, Any]]) -> None:
+    pod = kube["DaemonSet"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    key = f"container.apparmor.security.beta.kubernetes.io/{container['name']}"
+    assert pod["metadata"]["annotations"][key] == "unconfined"
+
+
 def test_daemonset_mounts_the_host_dir_at_base_dir(
     kube: dict[str, dict[str, Any]], base_dir: str, container_config_path: str
 ) -> None:
