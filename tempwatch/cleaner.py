@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from loguru import logger
 
 from tempwatch.deleter import DeleteItem, Deleter, DeleteResult, FileId, Outcome
 from tempwatch.lognoise import SaidOnce
+from tempwatch.openfiles import OpenFileSet
 from tempwatch.policy import Decision, Limits, Plan, plan_evictions, plan_pass
 from tempwatch.registry import Entry, Registry
 
@@ -50,6 +52,10 @@ _FORGET = frozenset(
 )
 
 
+# Outcomes that mean "in use" as the kernel sees it: the file stays, as if found open.
+_IN_USE = frozenset({Outcome.IN_USE, Outcome.LOCKED})
+
+
 class CleanupListener(Protocol):
     """Hears what a pass did (the metrics implement it)."""
 
@@ -74,6 +80,7 @@ class PassReport:
     duration_seconds: float = 0.0
     dry_run: bool = False
     unfinished: int = 0  # planned deletions not attempted: a stop was requested
+    holders: dict[str, str] = field(default_factory=dict)  # skipped path -> who holds it
 
 
     @property
@@ -99,6 +106,7 @@ def execute_plan(
     dry_run: bool = False,
     should_stop: Callable[[], bool] | None = None,
     said: SaidOnce | None = None,
+    open_paths: Container[str] | None = None,
 ) -> PassReport:
     """Delete what `plan` chose and drop what is gone from `registry`, if one is given.
 
@@ -106,15 +114,14 @@ def execute_plan(
     plan's order: the policy has already chosen, and the deleter enters each directory once.
     `should_stop` is asked before each file; once it answers True the rest is left alone
     and counted in `PassReport.unfinished`, as after a BASE_CHANGED result (base_dir is no
-    longer the directory the deleter is bound to).
+    longer the directory the deleter is bound to). `open_paths`, when it is the pass's
+    sweep, names the holders of skipped files.
     """
     pinned_files, pinned_bytes = _on_disk(plan.pinned, registry)
     report = PassReport(pinned_files=pinned_files, pinned_bytes=pinned_bytes, dry_run=dry_run)
+    names = open_paths if isinstance(open_paths, OpenFileSet) else None
     for decision in plan.skipped_open:
-        report.skipped_open.append(decision)
-        logger.debug("skipped {path} ({reason}): open", **_fields(decision, "skipped-open"))
-        if listener is not None:
-            listener.on_skipped_open(decision)
+        _skipped(decision, "open", report, listener, names)
     if not plan.deletions:
         return report
     dev = _base_dev(deleter)
@@ -133,6 +140,8 @@ def execute_plan(
         done += 1
         if result.outcome is Outcome.TOO_RECENT and result.last_used_at is not None:
             _kept_used(decision, result.last_used_at, report, renew)
+        elif result.outcome in _IN_USE:
+            _skipped(decision, result.outcome.value, report, listener, names)
         else:
             _record(decision, result, report, discard, listener, said if dry_run else None)
         halted = result.outcome is Outcome.BASE_CHANGED
@@ -196,6 +205,34 @@ def _on_disk(pinned: Sequence[Decision], registry: Registry | None) -> tuple[int
         if registry is not None and st.st_size != decision.size_bytes:
             registry.update_size(decision.path, st.st_size)
     return files, total
+
+
+def _skipped(
+    decision: Decision,
+    why: str,
+    report: PassReport,
+    listener: CleanupListener | None,
+    names: OpenFileSet | None,
+) -> None:
+    """A file kept because it is in use: open by the sweep, or by the kernel's answer."""
+    report.skipped_open.append(decision)
+    holders = _holders(names, decision.path)
+    report.holders[decision.path] = holders
+    logger.debug(
+        "skipped {path} ({reason}): {why}, held by {holders}",
+        why=why,
+        holders=holders,
+        **_fields(decision, "skipped-open"),
+    )
+    if listener is not None:
+        listener.on_skipped_open(decision)
+
+
+def _holders(names: OpenFileSet | None, path: str) -> str:
+    found = () if names is None else names.holders_of(path)
+    if found:
+        return ", ".join(str(holder) for holder in found)
+    return "a process the sweep cannot see (another PID namespace or user, or a mapping)"
 
 
 def _by_directory(decisions: Sequence[Decision]) -> list[Decision]:
@@ -345,7 +382,7 @@ def _pass(
     plan = plan_pass(entries, now=clock(), limits=limits, open_paths=open_paths, forced=forced)
     report = execute_plan(
         plan, registry, deleter, listener=listener, dry_run=dry_run,
-        should_stop=should_stop, said=said,
+        should_stop=should_stop, said=said, open_paths=open_paths,
     )
     if said is not None and dry_run:
         said.keep_only({decision.path for decision in plan.deletions})
@@ -375,22 +412,62 @@ def run_eviction(
     """Enforce the count and quota limits now, reading only the oldest entries it needs.
 
     `open_paths` is consulted while the registry lock is held, so pass a set that is
-    already swept: a process sweep under the lock would stall the event handler.
+    already swept: a process sweep under the lock would stall the event handler. Files the
+    kernel finds in use at the unlink (a holder the sweep could not see) are planned
+    around: the eviction is planned again without them, so that younger files go instead
+    and the plan's pinned figures count them.
     """
-    with registry.lock:
-        count, total_bytes = len(registry), registry.total_bytes
-        plan = plan_evictions(
-            registry.iter_oldest(),
-            count=count,
-            total_bytes=total_bytes,
-            now=clock(),
-            limits=limits,
-            open_paths=open_paths,
+    in_use: set[str] = set()
+    report = PassReport(dry_run=dry_run)
+    for _ in range(_REPLANS):
+        with registry.lock:
+            plan = plan_evictions(
+                registry.iter_oldest(),
+                count=len(registry),
+                total_bytes=registry.total_bytes,
+                now=clock(),
+                limits=limits,
+                open_paths=_Union(open_paths, in_use) if in_use else open_paths,
+            )
+        step = execute_plan(
+            plan, registry, deleter, listener=listener, dry_run=dry_run,
+            should_stop=should_stop, said=said, open_paths=open_paths,
         )
-    return execute_plan(
-        plan, registry, deleter, listener=listener, dry_run=dry_run,
-        should_stop=should_stop, said=said,
-    )
+        _merge(report, step)
+        refused = {d.path for d in step.skipped_open} - {d.path for d in plan.skipped_open}
+        if dry_run or not refused or step.unfinished:
+            break
+        in_use |= refused
+    return report
+
+
+_REPLANS = 4
+
+
+class _Union:
+    """Open by the sweep's answer, or refused as in use by the kernel."""
+
+    __slots__ = ("_extra", "_open")
+
+    def __init__(self, open_paths: Container[str], extra: set[str]) -> None:
+        self._open, self._extra = open_paths, extra
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._extra or path in self._open
+
+
+def _merge(report: PassReport, step: PassReport) -> None:
+    """Add one round's outcomes to `report`; the pinned figures are the latest round's."""
+    report.deleted += step.deleted
+    report.failed += step.failed
+    report.left_alone += step.left_alone
+    report.vanished += step.vanished
+    report.unfinished += step.unfinished
+    # A file skipped in one round is skipped again in the next: count it once.
+    seen = {d.path for d in report.skipped_open}
+    report.skipped_open += [d for d in step.skipped_open if d.path not in seen]
+    report.holders.update(step.holders)
+    report.pinned_files, report.pinned_bytes = step.pinned_files, step.pinned_bytes
 
 
 def _forgettable(report: PassReport) -> int:
@@ -429,11 +506,21 @@ def _summarise(report: PassReport, remaining: int) -> None:
 
 
 def log_pinned(report: PassReport) -> None:
-    """Warn that a limit stays exceeded because the files that would go are open."""
+    """Warn that a limit stays exceeded because the files that would go are open, naming
+    the top holders."""
+    top = Counter(report.holders.values()).most_common(_TOP_HOLDERS)
+    named = "; ".join(f"{holders} ({count} files)" for holders, count in top)
     logger.bind(
-        event="pinned", pinned_files=report.pinned_files, pinned_bytes=report.pinned_bytes
+        event="pinned",
+        pinned_files=report.pinned_files,
+        pinned_bytes=report.pinned_bytes,
+        holders=named,
     ).warning(
-        "a limit is still exceeded: {} files ({} bytes) that would go are open",
+        "a limit is still exceeded: {} files ({} bytes) that would go are open{}",
         report.pinned_files,
         report.pinned_bytes,
+        f"; held by {named}" if named else "",
     )
+
+
+_TOP_HOLDERS = 3

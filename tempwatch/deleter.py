@@ -15,7 +15,13 @@ walking down from `base_dir` one directory fd at a time instead of trusting a pa
   left alone;
 - a batch keeps the fd of the directory it is working in while consecutive files share it;
   right before each unlink, one `fstatat` of "../.." proves that directory still hangs
-  below base_dir, at the depth it was entered at. If it does not, the path is walked again.
+  below base_dir, at the depth it was entered at. If it does not, the path is walked again;
+- in use, as the kernel sees it (inuse.py): a regular file is opened without following
+  links and a write lease is taken on it right before the unlink; the kernel refuses it
+  when any other process has the file open or mapped (IN_USE), and the fd is checked to be
+  the judged file. The lease is held across the unlink, so an open by another process in
+  between waits and then finds the name gone. A directory holding a BSD lock is not
+  entered (LOCKED), nor is anything below it.
 
 Known limits: without /proc the mount-id check is skipped and only st_dev is compared.
 Linux has no unlink-by-fd and no way to hold a rename off, so one window stays open: a
@@ -51,6 +57,7 @@ from tempwatch.descent import (
     same_file,
 )
 from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, has_entries, zero_data
+from tempwatch.inuse import InUse, LeaseProbe, is_dir_locked
 
 __all__ = [
     "AgeCheck",
@@ -128,11 +135,15 @@ class Deleter:
     owned by that uid are deleted. With `dry_run`, every check runs but nothing is written or
     unlinked. With `identity`, base_dir must still be that very directory (device, inode,
     mount) each time it is opened, else every result is BASE_CHANGED: a directory mounted
-    over base_dir, or put in its place, is never cleaned. This class does not log and does
-    not check for open files: callers do.
+    over base_dir, or put in its place, is never cleaned. With `lease_probe` (the default)
+    a regular file is deleted only under a write lease; where leases are unavailable
+    `lease_unavailable` says why, and the caller's /proc sweep is the only open-file check.
+    This class does not log.
     """
 
-    __slots__ = ("_base_dir", "_prefix", "dry_run", "identity", "owner_uid", "secure_delete")
+    __slots__ = (
+        "_base_dir", "_lease", "_prefix", "dry_run", "identity", "owner_uid", "secure_delete",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -142,6 +153,7 @@ class Deleter:
         owner_uid: int | None = None,
         dry_run: bool = False,
         identity: DirIdentity | None = None,
+        lease_probe: bool = True,
     ) -> None:
         real = os.path.realpath(os.fspath(base_dir))
         if not stat.S_ISDIR(os.stat(real).st_mode):
@@ -152,11 +164,19 @@ class Deleter:
         self.owner_uid = owner_uid
         self.dry_run = dry_run
         self.identity = identity
+        self._lease = LeaseProbe() if lease_probe else None
 
     @property
     def base_dir(self) -> str:
         """The resolved directory below which this deleter acts."""
         return self._base_dir
+
+    @property
+    def lease_unavailable(self) -> str | None:
+        """Why files are deleted without a lease (only the sweep checked them), or None."""
+        if self._lease is None:
+            return "the lease probe is off"
+        return self._lease.unavailable
 
     def delete(
         self, path: PathArg, expected: FileId | None = None, age_check: AgeCheck | None = None
@@ -328,20 +348,48 @@ class Deleter:
             final = lstat_at(name, dir_fd)
             if not same_file(final, judged):
                 raise Refused(Outcome.SWAPPED)
-        # Last check, also in a dry run so that it reports what a real run would do. It comes
-        # after the lstat so that nothing separates it from the unlinkat: a directory moved
-        # out of base_dir is the graver race. Inherent window: Linux cannot unlink by fd, so
-        # a file renamed onto this name since the lstat (one system call ago) would still be
-        # removed; whoever can rename inside this directory could unlink that name anyway.
-        if not cursor.is_below_base():
-            raise Moved
-        if self.dry_run:
-            return final.st_size
+        lease_fd = self._take_lease(name, dir_fd, final)
         try:
-            os.unlink(name, dir_fd=dir_fd)
-        except OSError as e:
-            raise refusal(e, swap_errnos=(errno.EISDIR,)) from e
+            # Last check, also in a dry run so that it reports what a real run would do. It
+            # comes last so that nothing separates it from the unlinkat: a directory moved
+            # out of base_dir is the graver race. Inherent window: Linux cannot unlink by fd,
+            # so a file renamed onto this name since the lstat (a few system calls ago) would
+            # still be removed; whoever can rename inside this directory could unlink that
+            # name anyway.
+            if not cursor.is_below_base():
+                raise Moved
+            if self.dry_run:
+                return final.st_size
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except OSError as e:
+                raise refusal(e, swap_errnos=(errno.EISDIR,)) from e
+        finally:
+            if lease_fd is not None:
+                os.close(lease_fd)  # drops the lease; an opener waiting on it goes on
         return final.st_size
+
+    def _take_lease(self, name: str, dir_fd: int, judged: os.stat_result) -> int | None:
+        """An fd holding a write lease on the judged regular file, or None without leases."""
+        if self._lease is None or not stat.S_ISREG(judged.st_mode):
+            return None
+        try:
+            fd = self._lease.acquire(name, dir_fd)
+        except InUse:
+            raise Refused(Outcome.IN_USE) from None
+        except OSError as e:
+            raise refusal(e, swap_errnos=(errno.ELOOP, errno.ENXIO, errno.EISDIR)) from e
+        if fd is None:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            raise refusal(e) from e
+        if not same_file(st, judged) or not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise Refused(Outcome.SWAPPED)
+        return fd
 
     def _overwrite(self, base: Base, dir_fd: int, name: str, judged: os.stat_result) -> None:
         """Zero the data of the judged regular file through a fresh, verified fd.
@@ -376,15 +424,7 @@ class Deleter:
         except OSError as e:
             raise refusal(e, swap_errnos=(errno.ELOOP, errno.ENOTDIR)) from e
         try:
-            st = os.fstat(fd)
-            if not same_file(st, judged):
-                raise Refused(Outcome.SWAPPED)
-            if base.is_other_mount(fd, st):
-                raise Refused(Outcome.OTHER_FS)
-            if st.st_mtime > newest_mtime:
-                raise Refused(Outcome.TOO_RECENT)
-            if self.dry_run and has_entries(fd):
-                raise Refused(Outcome.NOT_EMPTY)
+            self._judge_dir(base, fd, judged, newest_mtime)
         except OSError as e:
             raise refusal(e) from e
         finally:
@@ -402,3 +442,19 @@ class Deleter:
                 raise Refused(Outcome.NOT_EMPTY) from e
             raise refusal(e, swap_errnos=(errno.ENOTDIR,)) from e
         return 0
+
+    def _judge_dir(
+        self, base: Base, fd: int, judged: os.stat_result, newest_mtime: float
+    ) -> None:
+        """Whether the directory open at `fd` may be removed; raise Refused if not."""
+        st = os.fstat(fd)
+        if not same_file(st, judged):
+            raise Refused(Outcome.SWAPPED)
+        if base.is_other_mount(fd, st):
+            raise Refused(Outcome.OTHER_FS)
+        if st.st_mtime > newest_mtime:
+            raise Refused(Outcome.TOO_RECENT)
+        if is_dir_locked(fd):
+            raise Refused(Outcome.LOCKED)
+        if self.dry_run and has_entries(fd):
+            raise Refused(Outcome.NOT_EMPTY)

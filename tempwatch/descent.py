@@ -13,6 +13,7 @@ import os
 from enum import Enum
 
 from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, fd_mount_id, stat_ancestor, up_path
+from tempwatch.inuse import is_dir_locked
 
 __all__ = [
     "Base",
@@ -43,6 +44,8 @@ class Outcome(str, Enum):
     BASE_CHANGED = "base-changed"  # base_dir is no longer the directory it was checked to be
     NOT_EMPTY = "not-empty"  # remove_empty_dir: the directory has entries
     TOO_RECENT = "too-recent"  # used (a dir: modified) more recently than the age limit allows
+    IN_USE = "in-use"  # the kernel refused a write lease: the file is open somewhere
+    LOCKED = "locked"  # the file's directory, or one above it, holds a BSD lock (flock)
 
 
 # Refusals a directory kept open since an earlier file can cause by being renamed or removed.
@@ -224,6 +227,10 @@ def enter_dir(base: Base, parent_fd: int, name: str) -> int:
         # name between the open and now, so that we act on what the name refers to.
         if not same_file(lstat_at(name, parent_fd), st):
             raise Refused(Outcome.SWAPPED)
+        # systemd's convention: a program keeps a subtree from being cleaned by holding a
+        # BSD lock on its directory. One call per directory entered, never per file.
+        if is_dir_locked(fd):
+            raise Refused(Outcome.LOCKED)
     except BaseException:
         os.close(fd)
         raise

@@ -146,7 +146,7 @@ class Enforcer:
         plan = plan_pass(entries, now=self._clock(), limits=per_file, open_paths=open_paths)
         execute_plan(
             plan, self._registry, deleter, listener=self._listener, dry_run=dry_run,
-            should_stop=self._should_stop, said=self._said,
+            should_stop=self._should_stop, said=self._said, open_paths=open_paths,
         )
 
     def _log_pinned(self, report: PassReport, interval_seconds: float) -> None:

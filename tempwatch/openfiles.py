@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import psutil
 
 __all__ = [
     "NO_OPEN_FILES",
+    "DeletedOpenFile",
+    "Holder",
     "LazyOpenFiles",
     "OpenFileSet",
     "OpenFiles",
@@ -55,12 +57,62 @@ _PROC = "/proc"
 _DELETED_SUFFIX = " (deleted)"
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A process holding a file open, as the operator wants it named."""
+
+    pid: int
+    name: str
+    user: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} ({self.name}, user {self.user})"
+
+
+def describe_holders(
+    pids: Iterable[int], known: dict[int, Holder] | None = None
+) -> tuple[Holder, ...]:
+    """Name each pid: command and user (a process gone meanwhile is named "?").
+
+    `known` caches the names across calls, so a process holding many files is read once.
+    """
+    cache = {} if known is None else known
+    holders = []
+    for pid in sorted(set(pids)):
+        holder = cache.get(pid)
+        if holder is None:
+            holder = cache[pid] = _describe(pid)
+        holders.append(holder)
+    return tuple(holders)
+
+
+def _describe(pid: int) -> Holder:
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return Holder(pid, proc.name(), proc.username())
+    except (psutil.Error, OSError, KeyError):  # gone, denied, or a uid with no name
+        return Holder(pid, "?", "?")
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedOpenFile:
+    """A file under base_dir already unlinked but still held open: its space is not free."""
+
+    path: str
+    size_bytes: int
+    pids: tuple[int, ...]
+
+
+@runtime_checkable
 class OpenFileSet(Protocol):
-    """What the cleanup pass asks: is this path, or this file identity, held open?"""
+    """What the cleanup pass asks: is this path, or this file identity, held open, and by whom?"""
 
     def __contains__(self, path: object) -> bool: ...
 
     def holds(self, path: str, dev: int, ino: int) -> bool: ...
+
+    def holders_of(self, path: str) -> tuple[Holder, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +127,16 @@ class OpenFiles:
     ids: frozenset[tuple[int, int]]
     processes_seen: int
     processes_denied: int
+    pids_by_path: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    deleted: tuple[DeletedOpenFile, ...] = ()
+    _names: dict[int, Holder] = field(default_factory=dict, compare=False, repr=False)
 
     def __contains__(self, path: object) -> bool:
         return isinstance(path, str) and path in self.paths
+
+    def holders_of(self, path: str) -> tuple[Holder, ...]:
+        """Who holds `path` open (named only when asked: a skipped file, not a candidate)."""
+        return describe_holders(self.pids_by_path.get(path, ()), self._names)
 
     def holds(self, path: str, dev: int, ino: int) -> bool:
         """Whether the file at `path` with identity (dev, ino) is held open, by name or identity."""
@@ -129,6 +188,10 @@ class LazyOpenFiles:
         """Whether the file is held open by name or by identity (sweeps on first use)."""
         return self._open_files().holds(path, dev, ino)
 
+    def holders_of(self, path: str) -> tuple[Holder, ...]:
+        """Who holds `path` open, from this pass's sweep (sweeps on first use)."""
+        return self._open_files().holders_of(path)
+
     @property
     def swept(self) -> bool:
         """Whether the sweep has run."""
@@ -151,6 +214,9 @@ class _NoOpenFiles:
     def holds(self, path: str, dev: int, ino: int) -> bool:
         return False
 
+    def holders_of(self, path: str) -> tuple[Holder, ...]:
+        return ()
+
     def __repr__(self) -> str:
         return "NO_OPEN_FILES"
 
@@ -163,25 +229,51 @@ class _Collector:
     prefix: str
     paths: set[str] = field(default_factory=set)
     ids: set[tuple[int, int]] = field(default_factory=set)
+    pids: dict[str, list[int]] = field(default_factory=dict)
+    deleted: dict[tuple[int, int], tuple[str, int, list[int]]] = field(default_factory=dict)
     seen: int = 0
     denied: int = 0
+    pid: int = 0  # the process being read
 
     def add(self, path: str, stat: os.stat_result | None) -> None:
         identity = None if stat is None else (stat.st_dev, stat.st_ino)
         if path.endswith(_DELETED_SUFFIX):
             # Usually an unlinked file; but a live file may carry that literal name, and a file
             # with another hard link left is still held through that link.
-            if stat is None or stat.st_nlink == 0:
+            if stat is None:
+                return
+            if stat.st_nlink == 0:
+                self._add_deleted(path[: -len(_DELETED_SUFFIX)], stat)
                 return
             if _identity_of(path) == identity:
-                self.paths.add(path)
+                self._add_path(path)
         else:
-            self.paths.add(path)
+            self._add_path(path)
         if identity is not None:
             self.ids.add(identity)
 
+    def _add_path(self, path: str) -> None:
+        self.paths.add(path)
+        self.pids.setdefault(path, []).append(self.pid)
+
+    def _add_deleted(self, path: str, stat: os.stat_result) -> None:
+        key = (stat.st_dev, stat.st_ino)
+        known = self.deleted.get(key)
+        if known is None:
+            self.deleted[key] = (path, stat.st_size, [self.pid])
+        else:
+            known[2].append(self.pid)
+
     def result(self) -> OpenFiles:
-        return OpenFiles(frozenset(self.paths), frozenset(self.ids), self.seen, self.denied)
+        deleted = tuple(
+            DeletedOpenFile(path, size, tuple(sorted(set(pids))))
+            for path, size, pids in sorted(self.deleted.values())
+        )
+        pids_by_path = {path: tuple(pids) for path, pids in self.pids.items()}
+        return OpenFiles(
+            frozenset(self.paths), frozenset(self.ids), self.seen, self.denied,
+            pids_by_path, deleted,
+        )  # fmt: skip
 
 
 def _prefix_of(real_base_dir: str) -> str:
@@ -210,6 +302,7 @@ def _sweep_procfs(prefix: str, exclude_pid: int | None) -> OpenFiles:
             continue
         except OSError:
             continue  # gone before we looked
+        found.pid = pid
         try:
             _scan_fd_dir(dir_fd, found)
         except PermissionError:
@@ -265,6 +358,7 @@ def _sweep_psutil(prefix: str, exclude_pid: int | None) -> OpenFiles:
         except (psutil.NoSuchProcess, OSError):
             continue  # ZombieProcess is a NoSuchProcess: its descriptors are closed
         found.seen += 1
+        found.pid = proc.pid
         for item in held:
             if item.path.startswith(prefix):
                 found.add(item.path, _stat_path(item.path))

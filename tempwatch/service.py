@@ -115,6 +115,7 @@ class Service:
             on_adopted=self._adopted,
         )
         self._deleter: Deleter | None = None
+        self._lease_fallback: str | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake_cleanup = threading.Event()
@@ -271,7 +272,20 @@ class Service:
         self._last_pass_at = self._clock()
         self._last_pass = report
         self._enforcer.pass_done(report)
+        self._note_lease_fallback(deleter)
         return report
+
+    def _note_lease_fallback(self, deleter: Deleter) -> None:
+        """Say once that files are deleted without the kernel's in-use check, and why."""
+        why = deleter.lease_unavailable
+        if why is None or why == self._lease_fallback or not self._config.cleanup.skip_open_files:
+            return
+        self._lease_fallback = why
+        logger.bind(event="lease-fallback", reason=why).warning(
+            "in-use check: the /proc sweep alone ({}): a holder it cannot see (another PID "
+            "namespace or user, a mapping) does not keep a file",
+            why,
+        )
 
     def request_rescan(self, reason: str) -> None:
         """Ask the rescan thread to reconcile the registry with the disk soon."""

@@ -32,7 +32,7 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 DEFAULT_PORT = MetricsConfig().port
-CAPABILITIES = {"DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "SYS_PTRACE"}
+CAPABILITIES = {"DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "LEASE", "SYS_PTRACE"}
 
 
 # -- readers --------------------------------------------------------------------------------
