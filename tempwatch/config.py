@@ -107,6 +107,7 @@ class CleanupConfig:
     age_by: AgeBy = DEFAULT_AGE_BY  # the timestamps a file's age counts from (tempwatch.age)
     interval_seconds: float = 300.0
     skip_open_files: bool = True
+    lease_probe: bool = True
     secure_delete: bool = False
     owner_check: bool = False
     dry_run: bool = False
@@ -198,6 +199,7 @@ def _tables(config: Config) -> dict[str, dict[str, object]]:
             "age_by": [source for source in AGE_SOURCES if source in cleanup.age_by],
             "interval": _human_duration(cleanup.interval_seconds),
             "skip_open_files": cleanup.skip_open_files,
+            "lease_probe": cleanup.lease_probe,
             "secure_delete": cleanup.secure_delete,
             "owner_check": cleanup.owner_check,
             "dry_run": cleanup.dry_run,

@@ -206,6 +206,7 @@ KEYS: dict[str, _Key] = {
     "cleanup.age_by": _Key("age_by", _to_age_by),
     "cleanup.interval": _Key("interval_seconds", _to_duration),
     "cleanup.skip_open_files": _Key("skip_open_files", _to_bool),
+    "cleanup.lease_probe": _Key("lease_probe", _to_bool),
     "cleanup.secure_delete": _Key("secure_delete", _to_bool),
     "cleanup.owner_check": _Key("owner_check", _to_bool),
     "cleanup.dry_run": _Key("dry_run", _to_bool),

@@ -170,7 +170,7 @@ def deleter_for(config: Config, identity: DirIdentity | None = None) -> Deleter:
         owner_uid=os.geteuid() if cleanup.owner_check else None,
         dry_run=cleanup.dry_run,
         identity=identity,
-        lease_probe=cleanup.skip_open_files,
+        lease_probe=cleanup.skip_open_files and cleanup.lease_probe,
     )
 
 

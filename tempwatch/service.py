@@ -278,8 +278,13 @@ class Service:
     def _note_lease_fallback(self, deleter: Deleter) -> None:
         """Say once that files are deleted without the kernel's in-use check, and why."""
         why = deleter.lease_unavailable
-        if why is None or why == self._lease_fallback or not self._config.cleanup.skip_open_files:
+        cleanup = self._config.cleanup
+        if why is None or why == self._lease_fallback or not cleanup.skip_open_files:
             return
+        if not cleanup.lease_probe:
+            why = "cleanup.lease_probe = false"
+            if why == self._lease_fallback:
+                return
         self._lease_fallback = why
         logger.bind(event="lease-fallback", reason=why).warning(
             "in-use check: the /proc sweep alone ({}): a holder it cannot see (another PID "

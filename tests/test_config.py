@@ -80,6 +80,7 @@ max_age = "1.5h"
 age_by = ["accessed", "modified"]
 interval = 30
 skip_open_files = false
+lease_probe = false
 secure_delete = true
 owner_check = true
 dry_run = true
@@ -123,6 +124,7 @@ def test_every_toml_key_sets_its_field(tmp_path: Path) -> None:
             age_by=frozenset({"accessed", "modified"}),
             interval_seconds=30.0,
             skip_open_files=False,
+            lease_probe=False,
             secure_delete=True,
             owner_check=True,
             dry_run=True,

@@ -24,6 +24,7 @@ from bench_lib.context import Context
 from bench_lib.procs import BenchChild
 from bench_lib.report import BenchResult, Figure, Goal, Series
 from bench_lib.trees import CREATE_FLAGS, remove_tree
+from tempwatch.inuse import InUse, LeaseProbe
 from tempwatch.openfiles import LazyOpenFiles
 
 __all__ = ["bench_openfiles"]
@@ -32,6 +33,26 @@ __all__ = ["bench_openfiles"]
 def _tempwatch(base: str, candidates: list[str]) -> int:
     open_paths = LazyOpenFiles(base)
     return sum(path in open_paths for path in candidates)
+
+
+def _lease_probe(base: str, candidates: list[str]) -> int:
+    """The kernel's answer per candidate, as the deleter asks it right before an unlink."""
+    probe, in_use = LeaseProbe(), 0
+    for path in candidates:
+        parent, name = os.path.split(path)
+        dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = probe.acquire(name, dir_fd)
+            if fd is not None:
+                os.fstat(fd)
+                os.close(fd)
+        except InUse:
+            in_use += 1
+        finally:
+            os.close(dir_fd)
+    if probe.unavailable is not None:
+        raise RuntimeError(f"leases unavailable: {probe.unavailable}")
+    return in_use
 
 
 def _bare_psutil(base: str, candidates: list[str]) -> int:
@@ -103,6 +124,7 @@ def bench_openfiles(ctx: Context) -> BenchResult:
         "tempwatch": {n: [] for n in sizes},
         "psutil": {n: [] for n in sizes},
         "naive": {n: [] for n in sizes},
+        "lease": {n: [] for n in sizes},
     }
     answers: list[dict[str, Any]] = []
     try:
@@ -126,6 +148,8 @@ def bench_openfiles(ctx: Context) -> BenchResult:
                     mine, mine_found = _timed(_tempwatch, base, candidates[n])
                     bare, bare_found = _timed(_bare_psutil, base, candidates[n])
                     naive, naive_found, checked = _naive(candidates[n], budget)
+                    lease, lease_found = _timed(_lease_probe, base, candidates[n])
+                    methods["lease"][n].append(lease)
                     methods["tempwatch"][n].append(mine)
                     methods["psutil"][n].append(bare)
                     methods["naive"][n].append(naive)
@@ -134,6 +158,7 @@ def bench_openfiles(ctx: Context) -> BenchResult:
                         "open_found": {"tempwatch": mine_found, "psutil": bare_found},
                         "naive_checked": checked,
                         "naive_open_found": naive_found,
+                        "lease_in_use_found": lease_found,
                     }
                     answers.append(answer)
                     ctx.log(f"4 run {run + 1} n={n}: tw {mine:.4f}s psutil {bare:.4f}s "
@@ -154,10 +179,20 @@ def bench_openfiles(ctx: Context) -> BenchResult:
                 [
                     Series("one bare psutil sweep", methods["psutil"][n]),
                     Series("naive per-file sweep", methods["naive"][n], naive_note),
+                    Series("lease probe per candidate (the deleter's check)",
+                           methods["lease"][n]),
                 ],
             )
         )
     _goals(result, sizes)
+    lease_many = sorted(methods["lease"][sizes[1]])
+    if lease_many:
+        per = lease_many[len(lease_many) // 2] / sizes[1] * 1e6
+        result.raw["lease_us_per_candidate"] = per
+        result.notes.append(
+            f"lease probe: {per:.1f} µs per candidate (open, F_SETLEASE, fstat, close), paid "
+            "by the deleter for each file it is about to unlink, on top of the one sweep."
+        )
     if any(a["open_found"]["tempwatch"] != a["open_found"]["psutil"] for a in answers):
         result.notes.append("tempwatch and psutil disagreed on which candidates are open!")
     return result
