@@ -104,6 +104,10 @@ class ServiceFigures(Protocol):
     def pinned_bytes(self) -> int: ...
     @property
     def sweep_denied_processes(self) -> int: ...
+    @property
+    def deleted_open_files(self) -> int: ...
+    @property
+    def deleted_open_bytes(self) -> int: ...
 
 
 class Metrics:
@@ -234,6 +238,12 @@ class _ServiceCollector:
             ("tempwatch_sweep_denied_processes",
              "Processes the last open-file sweep could not inspect: their open files look closed.",
              figures.sweep_denied_processes if figures else 0),
+            ("tempwatch_deleted_open_files",
+             "Files under base_dir already deleted but still held open (at the last pass).",
+             figures.deleted_open_files if figures else 0),
+            ("tempwatch_deleted_open_bytes",
+             "Disk space those deleted but still open files keep from being freed.",
+             figures.deleted_open_bytes if figures else 0),
         )  # fmt: skip
         for name, text, value in gauges:
             yield GaugeMetricFamily(name, text, value=value)

@@ -193,6 +193,11 @@ class LazyOpenFiles:
         return self._open_files().holders_of(path)
 
     @property
+    def deleted(self) -> tuple[DeletedOpenFile, ...]:
+        """Files under base_dir unlinked but still held open (sweeps on first use)."""
+        return self._open_files().deleted
+
+    @property
     def swept(self) -> bool:
         """Whether the sweep has run."""
         return self._result is not None

@@ -78,6 +78,8 @@ class ServiceStats:
     sweep_denied_processes: int = 0  # processes the latest open-file sweep could not inspect
     observer_fallback: str | None = None  # why "auto" watches by polling
     unwatched_dirs: int = 0  # directories inotify could not watch (its watch limit)
+    deleted_open_files: int = 0
+    deleted_open_bytes: int = 0
 
 
 class Service:
@@ -116,6 +118,7 @@ class Service:
         )
         self._deleter: Deleter | None = None
         self._lease_fallback: str | None = None
+        self._deleted_open = (0, 0)  # files, bytes: deleted under base_dir, still held open
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake_cleanup = threading.Event()
@@ -229,6 +232,8 @@ class Service:
             sweep_denied_processes=self._visibility.processes_denied,
             observer_fallback=watcher.fallback_reason if watcher is not None else None,
             unwatched_dirs=watcher.unwatched_dirs if watcher is not None else 0,
+            deleted_open_files=self._deleted_open[0],
+            deleted_open_bytes=self._deleted_open[1],
         )
 
     @property
@@ -273,6 +278,10 @@ class Service:
         self._last_pass = report
         self._enforcer.pass_done(report)
         self._note_lease_fallback(deleter)
+        if isinstance(open_paths, LazyOpenFiles):
+            # Sweeps here if the pass needed no sweep: once per pass, for the metric.
+            deleted = open_paths.deleted
+            self._deleted_open = (len(deleted), sum(d.size_bytes for d in deleted))
         return report
 
     def _note_lease_fallback(self, deleter: Deleter) -> None:

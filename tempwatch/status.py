@@ -16,10 +16,18 @@ from dataclasses import asdict, dataclass, field
 from tempwatch.config import Config
 from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.oneshot import limits_of, read_disk
+from tempwatch.openfiles import LazyOpenFiles, OpenFiles, describe_holders
 from tempwatch.policy import plan_pass
 from tempwatch.units import format_age, format_size, printable
 
-__all__ = ["AgeBucket", "StatusReport", "gather_status", "render_text", "running_service"]
+__all__ = [
+    "AgeBucket",
+    "HeldDeleted",
+    "StatusReport",
+    "gather_status",
+    "render_text",
+    "running_service",
+]
 
 # Upper bounds of the age histogram's buckets, in seconds.
 _BUCKETS: tuple[tuple[str, float], ...] = (
@@ -32,6 +40,7 @@ _BUCKETS: tuple[tuple[str, float], ...] = (
     (">= 7d", float("inf")),
 )
 _BAR_WIDTH = 30
+_DELETED_SHOWN = 10
 
 
 @dataclass(slots=True)
@@ -41,6 +50,15 @@ class AgeBucket:
     label: str
     files: int = 0
     size_bytes: int = 0
+
+
+@dataclass(slots=True)
+class HeldDeleted:
+    """A file unlinked under base_dir that processes still hold open."""
+
+    path: str
+    size_bytes: int
+    holders: list[str]
 
 
 @dataclass(slots=True)
@@ -57,6 +75,9 @@ class StatusReport:
     would_remove_bytes: int = 0
     skipped_open: int = 0
     scan_errors: int = 0
+    deleted_open_files: int = 0  # unlinked under base_dir but held open: space not freed
+    deleted_open_bytes: int = 0
+    deleted_open: list[HeldDeleted] = field(default_factory=list)  # the largest few
     service_pid: int | None = None  # the running service, if one holds the lock
     service: dict[str, object] | None = None  # its /healthz answer, when metrics are on
 
@@ -81,6 +102,8 @@ def gather_status(
     plan = plan_pass(entries, now=now, limits=limits_of(config), open_paths=open_paths)
     oldest = entries[0] if entries else None
     pid, health = running_service(config)
+    deleted = open_paths.deleted if isinstance(open_paths, LazyOpenFiles | OpenFiles) else ()
+    largest = sorted(deleted, key=lambda d: -d.size_bytes)[:_DELETED_SHOWN]
     return StatusReport(
         base_dir=str(config.watch.base_dir),
         files=len(entries),
@@ -92,6 +115,12 @@ def gather_status(
         would_remove_bytes=sum(d.size_bytes for d in plan.deletions),
         skipped_open=len(plan.skipped_open),
         scan_errors=len(state.scan.errors),
+        deleted_open_files=len(deleted),
+        deleted_open_bytes=sum(d.size_bytes for d in deleted),
+        deleted_open=[
+            HeldDeleted(d.path, d.size_bytes, [str(h) for h in describe_holders(d.pids)])
+            for d in largest
+        ],
         service_pid=pid,
         service=health,
     )
@@ -168,6 +197,15 @@ def render_text(report: StatusReport) -> str:
         lines.append(f"{report.skipped_open} files that would go are open and would be kept")
     if report.scan_errors:
         lines.append(f"{report.scan_errors} entries could not be read")
+    if report.deleted_open_files:
+        lines.append(
+            f"{report.deleted_open_files} deleted files are still held open and keep "
+            f"{format_size(report.deleted_open_bytes)} of disk space:"
+        )
+        for item in report.deleted_open:
+            holders = ", ".join(item.holders) or "?"
+            size = format_size(item.size_bytes)
+            lines.append(f"  {printable(item.path)} ({size}) held by {holders}")
     lines.append("")
     lines.extend(_service_lines(report))
     return "\n".join(lines)

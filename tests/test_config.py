@@ -588,6 +588,7 @@ def test_to_dict_uses_toml_keys_and_human_units(tmp_path: Path) -> None:
         "age_by": ["modified", "accessed"],
         "interval": "30s",
         "skip_open_files": False,
+        "lease_probe": False,
         "secure_delete": True,
         "owner_check": True,
         "dry_run": True,

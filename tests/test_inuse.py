@@ -23,11 +23,14 @@ from loguru import logger
 from support import hold_open, wait_for
 
 from tempwatch.cleaner import run_eviction, run_pass
+from tempwatch.config import CleanupConfig, Config, WatchConfig
 from tempwatch.deleter import Deleter, Outcome
 from tempwatch.inuse import LeaseProbe
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry
+from tempwatch.service import Service
+from tempwatch.status import gather_status, render_text
 
 is_root = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not is_root, reason="needs root (namespaces, other users)")
@@ -317,3 +320,22 @@ def test_a_deleted_file_still_open_is_reported_with_its_bytes_and_holder(base: P
             (str(target), 10_000, (pid,))
         ]
         assert str(target) not in found
+
+
+def test_status_and_the_service_report_deleted_files_still_open(base: Path) -> None:
+    target = base / "gone-but-held"
+    target.write_bytes(b"z" * 20_000)
+    config = Config(watch=WatchConfig(base_dir=base), cleanup=CleanupConfig(interval_seconds=3600))
+    with hold_open(target, "r") as pid:
+        os.unlink(target)
+        report = gather_status(config, open_paths=LazyOpenFiles(str(base)))
+        assert (report.deleted_open_files, report.deleted_open_bytes) == (1, 20_000)
+        assert report.deleted_open[0].holders[0].startswith(f"pid {pid} (")
+        assert f"held by pid {pid}" in render_text(report)
+        with Service(config) as service:
+            service.run_pass_now()
+            stats = service.stats
+            assert (stats.deleted_open_files, stats.deleted_open_bytes) == (1, 20_000)
+    with Service(config) as service:
+        service.run_pass_now()
+        assert service.stats.deleted_open_bytes == 0
