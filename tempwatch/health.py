@@ -97,6 +97,7 @@ def assess(
     sweep_denied_processes: int = 0,
     observer_fallback: str | None = None,
     unwatched_dirs: int = 0,
+    in_use_check: str = "kernel lease and /proc sweep",
 ) -> Health:
     """Judge the service's health from facts gathered by the caller; all times are epoch seconds.
 
@@ -104,7 +105,9 @@ def assess(
     observer_alive, base_dir_exists, base_dir_problem (what base_dir became, or null),
     observer_fallback (why inotify is not used, or null), unwatched_dirs,
     last_pass_at (ISO 8601 UTC or null), seconds_since_last_pass, pass_overdue,
-    limit_pinned, sweep_denied_processes, started_at and uptime_seconds.
+    limit_pinned, sweep_denied_processes, started_at, uptime_seconds and in_use_check (how
+    "in use" is decided now: the lease falls back to the sweep alone where the filesystem
+    or the service's rights refuse leases).
     """
     overdue = is_pass_overdue(
         now=now,
@@ -163,6 +166,7 @@ def assess(
         "sweep_denied_processes": sweep_denied_processes,
         "started_at": _iso(started_at),
         "uptime_seconds": round(now - started_at, 3),
+        "in_use_check": in_use_check,
     }
     return Health(status, 503 if failures else 200, body)
 
@@ -188,6 +192,8 @@ class ServiceState(Protocol):
     def observer_fallback(self) -> str | None: ...
     @property
     def unwatched_dirs(self) -> int: ...
+    @property
+    def in_use_check(self) -> str: ...
 
 
 def assess_service(
@@ -215,4 +221,5 @@ def assess_service(
         sweep_denied_processes=state.sweep_denied_processes,
         observer_fallback=state.observer_fallback,
         unwatched_dirs=state.unwatched_dirs,
+        in_use_check=state.in_use_check,
     )

@@ -80,6 +80,7 @@ class ServiceStats:
     unwatched_dirs: int = 0  # directories inotify could not watch (its watch limit)
     deleted_open_files: int = 0
     deleted_open_bytes: int = 0
+    in_use_check: str = "kernel lease and /proc sweep"
 
 
 class Service:
@@ -234,6 +235,7 @@ class Service:
             unwatched_dirs=watcher.unwatched_dirs if watcher is not None else 0,
             deleted_open_files=self._deleted_open[0],
             deleted_open_bytes=self._deleted_open[1],
+            in_use_check=self._in_use_check(),
         )
 
     @property
@@ -283,6 +285,16 @@ class Service:
             deleted = open_paths.deleted
             self._deleted_open = (len(deleted), sum(d.size_bytes for d in deleted))
         return report
+
+    def _in_use_check(self) -> str:
+        """How "in use" is decided now, for /healthz."""
+        if not self._config.cleanup.skip_open_files:
+            return "off (skip_open_files = false)"
+        deleter = self._deleter
+        why = "cleanup.lease_probe = false" if not self._config.cleanup.lease_probe else (
+            None if deleter is None else deleter.lease_unavailable
+        )
+        return "kernel lease and /proc sweep" if why is None else f"/proc sweep only ({why})"
 
     def _note_lease_fallback(self, deleter: Deleter) -> None:
         """Say once that files are deleted without the kernel's in-use check, and why."""

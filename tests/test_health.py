@@ -140,6 +140,7 @@ class Stats:
     sweep_denied_processes: int = 0
     observer_fallback: str | None = None
     unwatched_dirs: int = 0
+    in_use_check: str = "kernel lease and /proc sweep"
 
 
 def test_base_dir_no_longer_the_one_checked_is_unhealthy_with_what_it_became(

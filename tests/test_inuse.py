@@ -339,3 +339,21 @@ def test_status_and_the_service_report_deleted_files_still_open(base: Path) -> N
     with Service(config) as service:
         service.run_pass_now()
         assert service.stats.deleted_open_bytes == 0
+
+
+def test_the_service_says_once_when_the_sweep_alone_decides(
+    base: Path, debug_records: list[Any]
+) -> None:
+    config = Config(
+        watch=WatchConfig(base_dir=base),
+        cleanup=CleanupConfig(interval_seconds=3600, lease_probe=False),
+    )
+    with Service(config) as service:
+        service.run_pass_now()
+        service.run_pass_now()
+        assert service.stats.in_use_check == "/proc sweep only (cleanup.lease_probe = false)"
+    said = [r for r in debug_records if r["extra"].get("event") == "lease-fallback"]
+    assert len(said) == 1
+    with Service(Config(watch=WatchConfig(base_dir=base))) as service:
+        service.run_pass_now()
+        assert service.stats.in_use_check == "kernel lease and /proc sweep"

@@ -143,6 +143,8 @@ class Figures:
     observer_kind: str | None = None
     pinned_bytes: int = 0
     sweep_denied_processes: int = 0
+    deleted_open_files: int = 0
+    deleted_open_bytes: int = 0
 
 
 def test_service_figures_are_read_when_scraped() -> None:
@@ -154,6 +156,7 @@ def test_service_figures_are_read_when_scraped() -> None:
             registered_files=7, registered_bytes=9000, registered_total=12, overflows=2,
             rescans=3, observer_restarts=1, observer_kind="polling", pinned_bytes=512,
             sweep_denied_processes=4,
+            deleted_open_files=2, deleted_open_bytes=4096,
         )
         second = scrape(server.url)
     assert value(first, "temp_files_active") == 3
@@ -169,6 +172,8 @@ def test_service_figures_are_read_when_scraped() -> None:
     assert value(second, "tempwatch_inotify_overflows_total") == 2
     assert value(second, "tempwatch_rescans_total") == 3
     assert value(second, "tempwatch_observer_restarts_total") == 1
+    assert value(second, "tempwatch_deleted_open_files") == 2
+    assert value(second, "tempwatch_deleted_open_bytes") == 4096
     build = {"version": tempwatch.__version__, "python": platform.python_version()}
     assert value(first, "tempwatch_build_info", **build, observer="inotify") == 1
     assert value(second, "tempwatch_build_info", **build, observer="polling") == 1
