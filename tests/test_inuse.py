@@ -202,7 +202,9 @@ def test_a_holder_in_another_pid_namespace_keeps_its_file(base: Path) -> None:
         sys.executable, "-m", "tempwatch", "clean", "--base-dir", str(base), "--max-age", "1h",
     ]  # fmt: skip
     with hold_open(held, "r"):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        # The files were aged with utime, which sets their ctime to now: age by mtime only.
+        env = {**os.environ, "TEMP_FILE_AGE_BY": "modified"}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
         if done.returncode != 0 and "unshare" in done.stderr:
             pytest.skip(f"cannot make a PID namespace here: {done.stderr.strip()}")
         assert done.returncode == 0, done.stderr
