@@ -1,11 +1,12 @@
 """Carries out a plan: deletes through the deleter, updates the registry, logs every outcome.
 
 This is the step between the pure policy and the deleter. It logs one line per file
-(deleted at info, skipped as open at debug, failure at warning) with structured fields,
-and one summary line per pass; a listener (the metrics) hears the same events.
+(deleted at info, skipped as open at debug, failure at warning) with structured fields;
+a listener (the metrics) hears the same events. Passes and eviction rounds, which call it
+batch by batch and log one summary line per pass, are in tempwatch.rounds.
 
-`should_stop` is asked before each file: a stop request ends a pass after the file being
-deleted, and the summary says how many were left for the next one. In a dry run, `said`
+`should_stop` is asked before each file: a stop request (or a pass's time limit) ends a
+batch after the file being deleted, counting the rest as unfinished. In a dry run, `said`
 (a `SaidOnce`) keeps each "would delete" line to one at INFO until the file or its verdict
 changes; repeats go to DEBUG.
 """
@@ -13,9 +14,8 @@ changes; repeats go to DEBUG.
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,21 +24,21 @@ from loguru import logger
 from tempwatch.deleter import DeleteItem, Deleter, DeleteResult, FileId, Outcome
 from tempwatch.lognoise import SaidOnce
 from tempwatch.openfiles import OpenFileSet
-from tempwatch.policy import Decision, Limits, Plan, plan_evictions, plan_pass
-from tempwatch.registry import Entry, Registry
+from tempwatch.policy import Decision, Plan
+from tempwatch.registry import Registry
+from tempwatch.spread import delete_spread
 
 __all__ = [
+    "FORGET",
     "CleanupListener",
     "PassReport",
     "execute_plan",
+    "log_failures",
     "log_pinned",
-    "run_eviction",
-    "run_pass",
-    "run_pass_over",
+    "pinned_on_disk",
 ]
 
-# Outcomes after which the name no longer belongs in the registry.
-_FORGET = frozenset(
+FORGET = frozenset(
     {
         Outcome.DELETED,
         Outcome.VANISHED,
@@ -50,6 +50,7 @@ _FORGET = frozenset(
         Outcome.NOT_OWNER,
     }
 )
+"""Outcomes after which the name no longer belongs in the registry."""
 
 
 # Outcomes that mean "in use" as the kernel sees it: the file stays, as if found open.
@@ -79,14 +80,29 @@ class PassReport:
     pinned_bytes: int = 0
     duration_seconds: float = 0.0
     dry_run: bool = False
-    unfinished: int = 0  # planned deletions not attempted: a stop was requested
+    unfinished: int = 0  # planned deletions not attempted: a stop or the time limit
     holders: dict[str, str] = field(default_factory=dict)  # skipped path -> who holds it
-
+    stopped: str | None = None  # why it ended early: "time limit", "stop requested", ...
+    batches: int = 0
 
     @property
     def deleted_bytes(self) -> int:
         """Bytes removed (or, in a dry run, that would be)."""
         return sum(result.size_bytes for _, result in self.deleted)
+
+    def absorb(self, part: PassReport) -> None:
+        """Add what one batch did; a file skipped before is counted once. The pinned
+        figures are the caller's to set (the latest round's)."""
+        self.deleted += part.deleted
+        self.failed += part.failed
+        self.left_alone += part.left_alone
+        self.vanished += part.vanished
+        self.used_since += part.used_since
+        self.unfinished += part.unfinished
+        seen = {d.path for d in self.skipped_open}
+        self.skipped_open += [d for d in part.skipped_open if d.path not in seen]
+        self.holders.update(part.holders)
+        self.batches += 1
 
 
 def _base_dev(deleter: Deleter) -> int:
@@ -107,6 +123,8 @@ def execute_plan(
     should_stop: Callable[[], bool] | None = None,
     said: SaidOnce | None = None,
     open_paths: Container[str] | None = None,
+    threads: int = 1,
+    reported: set[str] | None = None,
 ) -> PassReport:
     """Delete what `plan` chose and drop what is gone from `registry`, if one is given.
 
@@ -115,44 +133,55 @@ def execute_plan(
     `should_stop` is asked before each file; once it answers True the rest is left alone
     and counted in `PassReport.unfinished`, as after a BASE_CHANGED result (base_dir is no
     longer the directory the deleter is bound to). `open_paths`, when it is the pass's
-    sweep, names the holders of skipped files.
+    sweep, names the holders of skipped files; when it is newer than the plan's sweep, a
+    file it finds open is skipped too. `threads` > 1 spreads the directories over that many
+    threads. Skips whose path is in `reported` are not reported again (a round after a
+    round).
     """
-    pinned_files, pinned_bytes = _on_disk(plan.pinned, registry)
+    pinned_files, pinned_bytes = pinned_on_disk(plan.pinned, registry)
     report = PassReport(pinned_files=pinned_files, pinned_bytes=pinned_bytes, dry_run=dry_run)
     names = open_paths if isinstance(open_paths, OpenFileSet) else None
+    chosen: Sequence[Decision] = plan.deletions
     for decision in plan.skipped_open:
-        _skipped(decision, "open", report, listener, names)
-    if not plan.deletions:
+        _skipped(decision, "open", report, listener, names, reported)
+    if open_paths is not None and chosen:
+        chosen = [d for d in plan.deletions if d.path not in open_paths]
+        for decision in (d for d in plan.deletions if d.path in open_paths):
+            _skipped(decision, "open", report, listener, names, reported)
+    if not chosen:
         return report
     dev = _base_dev(deleter)
-    deletions = _by_directory(plan.deletions)
+    deletions = _by_directory(chosen)
+    items: list[DeleteItem] = [
+        (d.path, FileId(dev, d.ino) if d.ino and dev else None, d.age_check) for d in deletions
+    ]
     discard = registry.discard if registry is not None and not dry_run else None
+    said_now = said if dry_run else None
     halted = False  # base_dir is no longer the directory verified: not one more file
 
-    def is_halted() -> bool:
+    def is_halted() -> bool:  # read by the deletion threads too
         return halted or (should_stop is not None and should_stop())
 
     renew = registry.renew if registry is not None else None
-    items = _until_stopped(deletions, dev, is_halted)
     done = 0
-    # Not strict: the items end early on a stop, and the decisions left are counted.
-    for decision, result in zip(deletions, deleter.delete_many(items), strict=False):
+    # The items end early on a stop; the decisions left are counted.
+    for index, result in delete_spread(deleter, items, threads=threads, should_stop=is_halted):
         done += 1
+        decision = deletions[index]
         if result.outcome is Outcome.TOO_RECENT and result.last_used_at is not None:
             _kept_used(decision, result.last_used_at, report, renew)
         elif result.outcome in _IN_USE:
-            _skipped(decision, result.outcome.value, report, listener, names)
+            _skipped(decision, result.outcome.value, report, listener, names, reported)
         else:
-            _record(decision, result, report, discard, listener, said if dry_run else None)
-        halted = result.outcome is Outcome.BASE_CHANGED
+            _record(decision, result, report, discard, listener, said_now)
+        halted = halted or result.outcome is Outcome.BASE_CHANGED
     report.unfinished = len(deletions) - done
-    if report.failed:
-        _log_failures(report)
     return report
 
 
-def _log_failures(report: PassReport) -> None:
-    """One warning per kind of error, with how many files it stopped and the first one."""
+def log_failures(report: PassReport) -> None:
+    """One warning per kind of error, with how many files it stopped and the first one
+    (once per pass or enforcement, whatever its number of batches)."""
     by_error: dict[str, list[Decision]] = {}
     for decision, result in report.failed:
         by_error.setdefault(result.error or "unknown error", []).append(decision)
@@ -164,15 +193,6 @@ def _log_failures(report: PassReport) -> None:
             count=len(decisions), files="file" if len(decisions) == 1 else "files",
             error=error, **_fields(first, "failed"),
         )
-
-
-def _until_stopped(
-    deletions: Sequence[Decision], dev: int, should_stop: Callable[[], bool]
-) -> Iterator[DeleteItem]:
-    for d in deletions:
-        if should_stop():
-            return
-        yield d.path, FileId(dev, d.ino) if d.ino and dev else None, d.age_check
 
 
 def _kept_used(
@@ -188,7 +208,7 @@ def _kept_used(
     logger.debug("kept {path}: used since it was judged", **_fields(decision, "kept-used"))
 
 
-def _on_disk(pinned: Sequence[Decision], registry: Registry | None) -> tuple[int, int]:
+def pinned_on_disk(pinned: Sequence[Decision], registry: Registry | None) -> tuple[int, int]:
     """How many pinned files are still there and their size now: a file still being written
     has grown since its last close, which is when the registry last heard of its size. The
     registry learns the new sizes too, so the totals the limits use catch up."""
@@ -213,8 +233,14 @@ def _skipped(
     report: PassReport,
     listener: CleanupListener | None,
     names: OpenFileSet | None,
+    reported: set[str] | None = None,
 ) -> None:
-    """A file kept because it is in use: open by the sweep, or by the kernel's answer."""
+    """A file kept because it is in use: open by the sweep, or by the kernel's answer.
+    With `reported`, a file already reported (by an earlier round) is not reported again."""
+    if reported is not None:
+        if decision.path in reported:
+            return
+        reported.add(decision.path)
     report.skipped_open.append(decision)
     holders = _holders(names, decision.path)
     report.holders[decision.path] = holders
@@ -260,7 +286,7 @@ def _record(
 ) -> None:
     dry_run = report.dry_run
     outcome = result.outcome
-    if discard is not None and outcome in _FORGET:
+    if discard is not None and outcome in FORGET:
         discard(decision.path)
     if outcome is Outcome.DELETED:
         report.deleted.append((decision, result))
@@ -285,7 +311,7 @@ def _record(
     elif outcome is Outcome.FAILED:
         report.failed.append((decision, result))
         # At debug: a read-only filesystem fails every file of every pass, and one warning
-        # per pass and kind of error says it (`_log_failures`).
+        # per pass and kind of error says it (`log_failures`, from tempwatch.rounds).
         logger.debug(
             "could not delete {path} ({reason}): {error}",
             error=result.error,
@@ -310,199 +336,6 @@ def _fields(decision: Decision, event: str, size_bytes: int | None = None) -> di
         "age_seconds": round(decision.age_seconds, 3),
         "size_bytes": decision.size_bytes if size_bytes is None else size_bytes,
     }
-
-
-def run_pass(
-    registry: Registry,
-    deleter: Deleter,
-    limits: Limits,
-    *,
-    open_paths: Container[str],
-    clock: Callable[[], float] = time.time,
-    listener: CleanupListener | None = None,
-    dry_run: bool = False,
-    forced: Container[str] = (),
-    should_stop: Callable[[], bool] | None = None,
-    said: SaidOnce | None = None,
-) -> PassReport:
-    """One full pass over the registry: expiry, oversize, then the limits; logs a summary.
-
-    Files in `forced` go whatever their age (policy.EVERY_PATH for all of them).
-    `should_stop` and `said` as for `execute_plan`; after a dry run `said` keeps only the
-    verdicts of this pass (a file judged again later is said again).
-    """
-    started = time.monotonic()
-    entries = registry.oldest_first()  # a snapshot taken under the registry's own lock
-    return _pass(
-        entries, registry, deleter, limits, open_paths=open_paths, clock=clock,
-        listener=listener, dry_run=dry_run, forced=forced, started=started,
-        should_stop=should_stop, said=said,
-    )
-
-
-def run_pass_over(
-    entries: Sequence[tuple[str, Entry]],
-    deleter: Deleter,
-    limits: Limits,
-    *,
-    open_paths: Container[str],
-    clock: Callable[[], float] = time.time,
-    listener: CleanupListener | None = None,
-    dry_run: bool = False,
-    should_stop: Callable[[], bool] | None = None,
-) -> PassReport:
-    """`run_pass` over a snapshot of entries, oldest first, without a registry to update.
-
-    For a one-shot clean: a registry built from a scan only to be thrown away would cost a
-    locked insert, a sorted read and a locked removal per file.
-    """
-    started = time.monotonic()
-    return _pass(
-        entries, None, deleter, limits, open_paths=open_paths, clock=clock,
-        listener=listener, dry_run=dry_run, forced=(), started=started,
-        should_stop=should_stop, said=None,
-    )
-
-
-def _pass(
-    entries: Sequence[tuple[str, Entry]],
-    registry: Registry | None,
-    deleter: Deleter,
-    limits: Limits,
-    *,
-    open_paths: Container[str],
-    clock: Callable[[], float],
-    listener: CleanupListener | None,
-    dry_run: bool,
-    forced: Container[str],
-    started: float,
-    should_stop: Callable[[], bool] | None,
-    said: SaidOnce | None,
-) -> PassReport:
-    plan = plan_pass(entries, now=clock(), limits=limits, open_paths=open_paths, forced=forced)
-    report = execute_plan(
-        plan, registry, deleter, listener=listener, dry_run=dry_run,
-        should_stop=should_stop, said=said, open_paths=open_paths,
-    )
-    if said is not None and dry_run:
-        said.keep_only({decision.path for decision in plan.deletions})
-    report.duration_seconds = time.monotonic() - started
-    if registry is not None:
-        remaining = len(registry)
-    else:
-        remaining = len(entries) - (0 if dry_run else _forgettable(report))
-    _summarise(report, remaining)
-    if listener is not None:
-        listener.on_pass(report)
-    return report
-
-
-def run_eviction(
-    registry: Registry,
-    deleter: Deleter,
-    limits: Limits,
-    *,
-    open_paths: Container[str],
-    clock: Callable[[], float] = time.time,
-    listener: CleanupListener | None = None,
-    dry_run: bool = False,
-    should_stop: Callable[[], bool] | None = None,
-    said: SaidOnce | None = None,
-) -> PassReport:
-    """Enforce the count and quota limits now, reading only the oldest entries it needs.
-
-    `open_paths` is consulted while the registry lock is held, so pass a set that is
-    already swept: a process sweep under the lock would stall the event handler. Files the
-    kernel finds in use at the unlink (a holder the sweep could not see) are planned
-    around: the eviction is planned again without them, so that younger files go instead
-    and the plan's pinned figures count them.
-    """
-    in_use: set[str] = set()
-    report = PassReport(dry_run=dry_run)
-    for _ in range(_REPLANS):
-        with registry.lock:
-            plan = plan_evictions(
-                registry.iter_oldest(),
-                count=len(registry),
-                total_bytes=registry.total_bytes,
-                now=clock(),
-                limits=limits,
-                open_paths=_Union(open_paths, in_use) if in_use else open_paths,
-            )
-        step = execute_plan(
-            plan, registry, deleter, listener=listener, dry_run=dry_run,
-            should_stop=should_stop, said=said, open_paths=open_paths,
-        )
-        _merge(report, step)
-        refused = {d.path for d in step.skipped_open} - {d.path for d in plan.skipped_open}
-        if dry_run or not refused or step.unfinished:
-            break
-        in_use |= refused
-    return report
-
-
-_REPLANS = 4
-
-
-class _Union:
-    """Open by the sweep's answer, or refused as in use by the kernel."""
-
-    __slots__ = ("_extra", "_open")
-
-    def __init__(self, open_paths: Container[str], extra: set[str]) -> None:
-        self._open, self._extra = open_paths, extra
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._extra or path in self._open
-
-
-def _merge(report: PassReport, step: PassReport) -> None:
-    """Add one round's outcomes to `report`; the pinned figures are the latest round's."""
-    report.deleted += step.deleted
-    report.failed += step.failed
-    report.left_alone += step.left_alone
-    report.vanished += step.vanished
-    report.unfinished += step.unfinished
-    # A file skipped in one round is skipped again in the next: count it once.
-    seen = {d.path for d in report.skipped_open}
-    report.skipped_open += [d for d in step.skipped_open if d.path not in seen]
-    report.holders.update(step.holders)
-    report.pinned_files, report.pinned_bytes = step.pinned_files, step.pinned_bytes
-
-
-def _forgettable(report: PassReport) -> int:
-    """How many of the report's files a registry would have dropped."""
-    left = sum(1 for _, result in report.left_alone if result.outcome in _FORGET)
-    return len(report.deleted) + report.vanished + left
-
-
-def _summarise(report: PassReport, remaining: int) -> None:
-    stopped = (
-        f"; stopped early, {report.unfinished} files left for the next pass"
-        if report.unfinished
-        else ""
-    )
-    logger.bind(
-        event="pass",
-        deleted=len(report.deleted),
-        deleted_bytes=report.deleted_bytes,
-        skipped_open=len(report.skipped_open),
-        errors=len(report.failed),
-        remaining=remaining,
-        unfinished=report.unfinished,
-        duration_seconds=round(report.duration_seconds, 4),
-    ).info(
-        "cleanup pass: {} {} ({} bytes), {} skipped as open, {} errors, {} files remain{}",
-        "would delete" if report.dry_run else "deleted",
-        len(report.deleted),
-        report.deleted_bytes,
-        len(report.skipped_open),
-        len(report.failed),
-        remaining,
-        stopped,
-    )
-    if report.pinned_files:
-        log_pinned(report)
 
 
 def log_pinned(report: PassReport) -> None:

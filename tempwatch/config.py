@@ -31,6 +31,7 @@ from tempwatch.configkeys import (
     LOG_LEVELS,
     SECTIONS,
     LogFormat,
+    MetricsBackend,
     ObserverKind,
     Origin,
     invalid,
@@ -75,6 +76,10 @@ ENV_VARS: Mapping[str, str] = {
     "LOG_FILE": "log.file",
     "ENABLE_TEMP_FILE_METRICS": "metrics.enabled",
     "PROMETHEUS_PORT": "metrics.port",
+    "TEMP_FILE_CLEANUP_BATCH_SIZE": "cleanup.batch_size",
+    "TEMP_FILE_CLEANUP_THREADS": "cleanup.threads",
+    "TEMP_FILE_CLEANUP_TIMEOUT": "cleanup.pass_timeout",
+    "METRICS_BACKEND": "metrics.backend",
 }
 """Environment variable -> the TOML key it overrides."""
 
@@ -101,6 +106,8 @@ class CleanupConfig:
     """When files expire and how they are removed.
 
     `permission_mask` is umask-style, for files the library creates: mode = 0o666 & ~mask.
+    `batch_size` (0 = unlimited), `batch_pause_seconds`, `pass_timeout_seconds` (0 = none)
+    and `threads` pace the deletions of a pass or an eviction round (see tempwatch.pacing).
     """
 
     max_age_seconds: float = 3600.0
@@ -113,6 +120,10 @@ class CleanupConfig:
     dry_run: bool = False
     remove_empty_dirs: bool = False
     permission_mask: int = 0o077
+    batch_size: int = 0
+    batch_pause_seconds: float = 0.0
+    pass_timeout_seconds: float = 0.0
+    threads: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +149,12 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    """The Prometheus endpoint; port 0 means any free port."""
+    """The Prometheus endpoint; port 0 means any free port. Prometheus is the one backend."""
 
     enabled: bool = False
     address: str = "127.0.0.1"
     port: int = 8328
+    backend: MetricsBackend = "prometheus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +217,10 @@ def _tables(config: Config) -> dict[str, dict[str, object]]:
             "dry_run": cleanup.dry_run,
             "remove_empty_dirs": cleanup.remove_empty_dirs,
             "permission_mask": f"0o{cleanup.permission_mask:03o}",
+            "batch_size": cleanup.batch_size,
+            "batch_pause": _human_duration_or_zero(cleanup.batch_pause_seconds),
+            "pass_timeout": _human_duration_or_zero(cleanup.pass_timeout_seconds),
+            "threads": cleanup.threads,
         },
         "limits": {
             "max_files": limits.max_files,
@@ -217,6 +233,7 @@ def _tables(config: Config) -> dict[str, dict[str, object]]:
             "enabled": config.metrics.enabled,
             "address": config.metrics.address,
             "port": config.metrics.port,
+            "backend": config.metrics.backend,
         },
     }
 
@@ -227,6 +244,10 @@ def _human_duration(seconds: float) -> str | float:
         return text if parse_duration(text, "") == seconds else seconds
     except ConfigError:
         return seconds
+
+
+def _human_duration_or_zero(seconds: float) -> str | float | int:
+    return 0 if seconds == 0 else _human_duration(seconds)
 
 
 def _human_size(size_bytes: int) -> str | int:

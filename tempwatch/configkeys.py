@@ -24,6 +24,8 @@ __all__ = [
     "LOG_LEVELS",
     "SECTIONS",
     "LogFormat",
+    "MAX_THREADS",
+    "MetricsBackend",
     "ObserverKind",
     "Origin",
     "invalid",
@@ -33,10 +35,13 @@ __all__ = [
 
 ObserverKind = Literal["auto", "inotify", "polling"]
 LogFormat = Literal["text", "json"]
+MetricsBackend = Literal["prometheus"]
 
 _OBSERVER_KINDS: tuple[ObserverKind, ...] = ("auto", "inotify", "polling")
 _LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+MAX_THREADS = 64
+"""cleanup.threads above this is a typo rather than a plan: each thread holds two fds."""
 
 
 # --- validation of single values -----------------------------------------------------------
@@ -103,6 +108,16 @@ def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> _Converter:
 
 def _to_duration(value: object, label: str, origin: Origin) -> float:
     return parse_duration(value, label)
+
+
+def _to_duration_or_zero(value: object, label: str, origin: Origin) -> float:
+    return parse_duration(value, label, allow_zero=True)
+
+
+def _to_metrics_backend(value: object, label: str, origin: Origin) -> str:
+    if isinstance(value, str) and value.strip().lower() == "prometheus":
+        return "prometheus"
+    raise invalid(label, '"prometheus" (the only metrics backend)', value)
 
 
 def _to_size(value: object, label: str, origin: Origin) -> int:
@@ -212,6 +227,10 @@ KEYS: dict[str, _Key] = {
     "cleanup.dry_run": _Key("dry_run", _to_bool),
     "cleanup.remove_empty_dirs": _Key("remove_empty_dirs", _to_bool),
     "cleanup.permission_mask": _Key("permission_mask", _to_mask),
+    "cleanup.batch_size": _Key("batch_size", _int_between(0, None)),
+    "cleanup.batch_pause": _Key("batch_pause_seconds", _to_duration_or_zero),
+    "cleanup.pass_timeout": _Key("pass_timeout_seconds", _to_duration_or_zero),
+    "cleanup.threads": _Key("threads", _int_between(1, MAX_THREADS)),
     "limits.max_files": _Key("max_files", _int_between(0, None)),
     "limits.max_file_size": _Key("max_file_size_bytes", _to_size),
     "limits.max_total_size": _Key("max_total_size_bytes", _to_size),
@@ -224,5 +243,6 @@ KEYS: dict[str, _Key] = {
     "metrics.enabled": _Key("enabled", _to_bool),
     "metrics.address": _Key("address", _to_text),
     "metrics.port": _Key("port", _int_between(0, 65535)),
+    "metrics.backend": _Key("backend", _to_metrics_backend),
 }
 SECTIONS = tuple(dict.fromkeys(key.partition(".")[0] for key in KEYS))

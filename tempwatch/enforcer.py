@@ -9,24 +9,20 @@ off instead of sweeping on every event, and logs the pinned files at most once p
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable
 
-from tempwatch.cleaner import (
-    CleanupListener,
-    PassReport,
-    execute_plan,
-    log_pinned,
-    run_eviction,
-)
+from tempwatch.cleaner import CleanupListener, PassReport, log_pinned
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.lognoise import SaidOnce
+from tempwatch.oneshot import pace_of
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
-from tempwatch.policy import Limits, plan_pass
+from tempwatch.pacing import Pacer, Pause
+from tempwatch.policy import Limits
 from tempwatch.registry import Registry
+from tempwatch.rounds import run_eviction
 
 __all__ = ["Enforcer"]
 
@@ -45,6 +41,7 @@ class Enforcer:
         clock: Callable[[], float],
         listener: CleanupListener | None,
         act_lock: threading.Lock,
+        pause: Pause,
         should_stop: Callable[[], bool] | None = None,
         said: SaidOnce | None = None,
     ) -> None:
@@ -54,6 +51,7 @@ class Enforcer:
         self._clock = clock
         self._listener = listener
         self._act_lock = act_lock  # shared with the passes: one deleter at work at a time
+        self._pause = pause  # between batches; True when the service stops
         self._should_stop = should_stop
         self._said = said
         self._oversize: set[str] = set()
@@ -66,11 +64,7 @@ class Enforcer:
 
     def is_over_limits(self, limits: Limits) -> bool:
         """Whether the count or the quota is exceeded now."""
-        registry = self._registry
-        return bool(
-            (limits.max_files and len(registry) > limits.max_files)
-            or (limits.max_total_size_bytes and registry.total_bytes > limits.max_total_size_bytes)
-        )
+        return limits.is_exceeded(len(self._registry), self._registry.total_bytes)
 
     def note_closed(self, path: str, size_bytes: int, limits: Limits) -> bool:
         """Remember a file closed above the per-file limit; True if there is work to do."""
@@ -106,48 +100,33 @@ class Enforcer:
         if not oversize and not self.is_over_limits(limits):
             return
         # One sweep, outside the registry lock: the handler must never wait on /proc.
-        open_paths: OpenFileSet = (
-            self._sweep(self._base_dir) if config.cleanup.skip_open_files else NO_OPEN_FILES
-        )
+        def sweep() -> OpenFileSet:
+            return self._sweep(self._base_dir) if config.cleanup.skip_open_files else NO_OPEN_FILES
+
+        open_paths = sweep()
         if self._should_stop is not None and self._should_stop():
             return
-        dry_run = config.cleanup.dry_run
-        with self._act_lock:
-            if oversize:
-                self._delete_oversize(oversize, limits, deleter, open_paths, dry_run)
-            report = run_eviction(
-                self._registry,
-                deleter,
-                limits,
-                open_paths=open_paths,
-                clock=self._clock,
-                listener=self._listener,
-                dry_run=dry_run,
-                should_stop=self._should_stop,
-                said=self._said,
-            )
+        entries = [(p, e) for p in oversize if (e := self._registry.get(p)) is not None]
+        entries.sort(key=lambda item: item[1].registered_at)
+        # Rounds of at most batch_size, the act lock let go and a pause between two.
+        report = run_eviction(
+            self._registry,
+            deleter,
+            limits,
+            open_paths=open_paths,
+            clock=self._clock,
+            listener=self._listener,
+            dry_run=config.cleanup.dry_run,
+            should_stop=self._should_stop,
+            said=self._said,
+            pacer=Pacer(pace_of(config), pause=self._pause, lock=self._act_lock),
+            reopen=sweep,
+            oversize=entries,
+        )
         self.pinned = (report.pinned_files, report.pinned_bytes)
-        if self.is_over_limits(limits):
+        if self.is_over_limits(limits) and report.stopped is None:
             self.back_off(config.cleanup.interval_seconds)
             self._log_pinned(report, config.cleanup.interval_seconds)
-
-    def _delete_oversize(
-        self,
-        paths: set[str],
-        limits: Limits,
-        deleter: Deleter,
-        open_paths: OpenFileSet,
-        dry_run: bool,
-    ) -> None:
-        entries = [(p, e) for p in paths if (e := self._registry.get(p)) is not None]
-        entries.sort(key=lambda item: item[1].registered_at)
-        # Only the per-file rules: the count and quota are the eviction's business.
-        per_file = dataclasses.replace(limits, max_files=0, max_total_size_bytes=0)
-        plan = plan_pass(entries, now=self._clock(), limits=per_file, open_paths=open_paths)
-        execute_plan(
-            plan, self._registry, deleter, listener=self._listener, dry_run=dry_run,
-            should_stop=self._should_stop, said=self._said, open_paths=open_paths,
-        )
 
     def _log_pinned(self, report: PassReport, interval_seconds: float) -> None:
         now = time.monotonic()

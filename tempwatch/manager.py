@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from tempwatch.basedir import check_base_dir
-from tempwatch.cleaner import run_pass
 from tempwatch.deleter import Deleter
 from tempwatch.errors import ConfigError
 from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry
+from tempwatch.rounds import run_pass
 from tempwatch.units import parse_duration
 
 if TYPE_CHECKING:

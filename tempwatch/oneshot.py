@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
 from loguru import logger
 
 from tempwatch.blindspots import warn_denied
-from tempwatch.cleaner import CleanupListener, PassReport, run_pass_over
+from tempwatch.cleaner import CleanupListener, PassReport
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.dirfd import DirIdentity
@@ -23,8 +23,10 @@ from tempwatch.errors import TempwatchError
 from tempwatch.healthsocket import SOCKET_NAME
 from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
+from tempwatch.pacing import Pace, Pacer
 from tempwatch.policy import Limits
 from tempwatch.registry import Entry, Registry
+from tempwatch.rounds import run_pass_over
 from tempwatch.rules import RuleSet
 from tempwatch.scan import DirInfo, ScanResult, collector_paused, scan_tree
 
@@ -33,7 +35,9 @@ __all__ = [
     "clean_once",
     "deleter_for",
     "limits_of",
+    "open_files_for",
     "own_files",
+    "pace_of",
     "read_disk",
     "remove_empty_dirs",
     "rules_of",
@@ -71,6 +75,32 @@ def limits_of(config: Config) -> Limits:
         age_by=config.cleanup.age_by,
         rules=rules if rules else None,
     )
+
+
+def pace_of(config: Config) -> Pace:
+    """How passes and eviction rounds are paced, from the configuration."""
+    cleanup = config.cleanup
+    return Pace(
+        batch_size=cleanup.batch_size,
+        batch_pause_seconds=cleanup.batch_pause_seconds,
+        timeout_seconds=cleanup.pass_timeout_seconds,
+        threads=cleanup.threads,
+    )
+
+
+def open_files_for(
+    config: Config, sweep: Callable[[str], OpenFiles] = sweep_open_files
+) -> Callable[[], Container[str]]:
+    """What makes the set of files held open, swept lazily (on the first question), for
+    every entry point alike; with skip_open_files off, nothing is ever open."""
+    base = str(config.watch.base_dir)
+
+    def open_files() -> Container[str]:
+        if not config.cleanup.skip_open_files:
+            return NO_OPEN_FILES
+        return LazyOpenFiles(base, sweep)
+
+    return open_files
 
 
 def own_files(config: Config) -> frozenset[str]:
@@ -122,11 +152,8 @@ def _clean_once(
     entries.sort(key=_time_of)
     cleanup = config.cleanup
     deleter = deleter_for(config)
-    open_paths = (
-        LazyOpenFiles(str(config.watch.base_dir), sweep)
-        if cleanup.skip_open_files
-        else NO_OPEN_FILES
-    )
+    reopen = open_files_for(config, sweep)
+    open_paths = reopen()
     report = run_pass_over(
         entries,
         deleter,
@@ -135,6 +162,8 @@ def _clean_once(
         clock=clock,
         listener=listener,
         dry_run=cleanup.dry_run,
+        pacer=Pacer(pace_of(config)),
+        reopen=reopen,
     )
     if isinstance(open_paths, LazyOpenFiles) and open_paths.result is not None:
         warn_denied(open_paths.result.processes_denied, str(config.watch.base_dir), "clean")

@@ -9,7 +9,7 @@ still there, so it still counts against the limits, and pins them like any other
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Iterable
+from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -62,6 +62,13 @@ class Limits:
     age_by: AgeBy | None = None
     rules: RuleSet | None = None  # per-pattern max_age, size limit, age_by or keep
 
+    def is_exceeded(self, count: int, total_bytes: int) -> bool:
+        """Whether `count` files of `total_bytes` in all are over the count or the quota."""
+        return bool(
+            (self.max_files and count > self.max_files)
+            or (self.max_total_size_bytes and total_bytes > self.max_total_size_bytes)
+        )
+
     def count_target(self) -> int:
         """How many files may remain after an eviction for the count limit."""
         return math.floor(self.max_files * self.low_watermark)
@@ -90,6 +97,7 @@ class Plan:
     deletions: tuple[Decision, ...] = ()
     skipped_open: tuple[Decision, ...] = ()
     pinned: tuple[Decision, ...] = ()  # open files that leave a limit exceeded
+    capped: bool = False  # stopped at max_deletions: more would go in another round
 
     @property
     def pinned_files(self) -> int:
@@ -188,18 +196,29 @@ def plan_evictions(
     now: float,
     limits: Limits,
     open_paths: Container[str],
+    max_deletions: int = 0,
+    under_way: Collection[Reason] = (),
 ) -> Plan:
     """Evict the oldest files that are not open, down to the low watermark of each limit.
 
-    Nothing happens unless a limit is exceeded; then only as many entries are read as the
-    eviction needs, so the cost follows the number evicted, not the registry's size.
+    Nothing happens unless a limit is exceeded, or its eviction is `under_way` (an earlier
+    round of the same eviction stopped at `max_deletions`: it goes on to the watermark);
+    then only as many entries are read as the eviction needs, so the cost follows the
+    number evicted, not the registry's size. `max_deletions` (0: no cap) ends the plan
+    early; the pinned figures of a plan so cut are 0, as the rest was not looked at.
     """
-    over_count = bool(limits.max_files) and count > limits.max_files
-    over_quota = bool(limits.max_total_size_bytes) and total_bytes > limits.max_total_size_bytes
+    count_target, bytes_target = limits.count_target(), limits.bytes_target()
+    over_count = bool(limits.max_files) and (
+        count > limits.max_files or (Reason.OVER_COUNT in under_way and count > count_target)
+    )
+    over_quota = bool(limits.max_total_size_bytes) and (
+        total_bytes > limits.max_total_size_bytes
+        or (Reason.OVER_QUOTA in under_way and total_bytes > bytes_target)
+    )
     if not (over_count or over_quota):
         return Plan()
-    count_target = limits.count_target() if over_count else count
-    bytes_target = limits.bytes_target() if over_quota else total_bytes
+    count_target = count_target if over_count else count
+    bytes_target = bytes_target if over_quota else total_bytes
     deletions: list[Decision] = []
     skipped: list[Decision] = []
     rules = limits.rules or None
@@ -208,6 +227,8 @@ def plan_evictions(
             break
         if rules is not None and rules.is_kept(path):
             continue  # never registered by the service; a scan's list may hold it
+        if max_deletions and len(deletions) >= max_deletions:
+            return Plan(tuple(deletions), tuple(skipped), capped=True)
         reason = Reason.OVER_COUNT if count > count_target else Reason.OVER_QUOTA
         if reason is Reason.OVER_QUOTA and entry.size_bytes == 0:
             continue  # an empty file frees no bytes

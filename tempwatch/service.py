@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from tempwatch.blindspots import SweepVisibility
-from tempwatch.cleaner import CleanupListener, PassReport, run_pass
+from tempwatch.cleaner import CleanupListener, PassReport
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.dirfd import DirIdentity
@@ -38,15 +38,20 @@ from tempwatch.errors import TempwatchError
 from tempwatch.globs import is_excluded
 from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.lognoise import SaidOnce, capped, log_in_full
-from tempwatch.oneshot import deleter_for, limits_of, own_files, remove_empty_dirs, rules_of
-from tempwatch.openfiles import (
-    NO_OPEN_FILES,
-    LazyOpenFiles,
-    OpenFiles,
-    sweep_open_files,
+from tempwatch.oneshot import (
+    deleter_for,
+    limits_of,
+    open_files_for,
+    own_files,
+    pace_of,
+    remove_empty_dirs,
+    rules_of,
 )
+from tempwatch.openfiles import LazyOpenFiles, OpenFiles, sweep_open_files
+from tempwatch.pacing import Pacer
 from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, rescan
+from tempwatch.rounds import run_pass
 from tempwatch.scan import scan_tree
 from tempwatch.supervise import RESTART_RETRY_SECONDS, Supervisor
 from tempwatch.watcher import Watcher
@@ -129,8 +134,8 @@ class Service:
         self._said = SaidOnce()  # a dry run's "would delete" lines, said once per verdict
         self._enforcer = Enforcer(
             self.registry, base_dir=self._base_dir, sweep=self._sweep, clock=clock,
-            listener=listener, act_lock=self._act_lock, should_stop=self._stopping.is_set,
-            said=self._said,
+            listener=listener, act_lock=self._act_lock, pause=self._stopping.wait,
+            should_stop=self._stopping.is_set, said=self._said,
         )
         self._rescan_reasons: set[str] = set()
         self._rescan_lock = threading.Lock()
@@ -252,22 +257,16 @@ class Service:
         deleter = self._require_deleter()
         if self._supervisor.guard.problem is not None:
             return PassReport(dry_run=config.cleanup.dry_run)
-        open_paths = (
-            LazyOpenFiles(self._base_dir, sweep=self._sweep)
-            if config.cleanup.skip_open_files
-            else NO_OPEN_FILES
+        reopen = open_files_for(config, self._sweep)  # made again for a later batch
+        open_paths = reopen()
+        report = run_pass(
+            self.registry, deleter, self._limits, open_paths=open_paths, clock=self._clock,
+            listener=self._listener, dry_run=config.cleanup.dry_run,
+            should_stop=self._stopping.is_set, said=self._said, reopen=reopen,
+            pacer=Pacer(pace_of(config), pause=self._stopping.wait, lock=self._act_lock),
         )
-        with self._act_lock:
-            report = run_pass(
-                self.registry, deleter, self._limits, open_paths=open_paths, clock=self._clock,
-                listener=self._listener, dry_run=config.cleanup.dry_run,
-                should_stop=self._stopping.is_set, said=self._said,
-            )
-            if (
-                config.cleanup.remove_empty_dirs
-                and not config.cleanup.dry_run
-                and not self._stopping.is_set()
-            ):
+        if config.cleanup.remove_empty_dirs and not config.cleanup.dry_run and not report.stopped:
+            with self._act_lock:  # (a stop request after the pass: should_stop below)
                 dirs = scan_tree(
                     self._base_dir, recursive=config.watch.recursive, exclude=config.watch.exclude
                 ).dirs

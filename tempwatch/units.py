@@ -20,6 +20,7 @@ __all__ = [
 ]
 
 _DURATION_HINT = 'a duration > 0 (seconds, or "90s", "5m", "1h", "7d")'
+_DURATION_OR_ZERO_HINT = 'a duration >= 0 (seconds, or "250ms", "30s", "5m"; 0 = none)'
 _SIZE_HINT = 'a size >= 0 (bytes, or "512k", "100MiB", "1GB")'
 
 # Largest unit first; compound durations ("1h30m") must list units in this order, so a
@@ -101,14 +102,17 @@ def _duration_seconds(value: object) -> float | None:
     return None
 
 
-def parse_duration(value: object, key: str) -> float:
+def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> float:
     """Seconds from a config value: a number of seconds, or text like "90s", "1.5h", "1h30m".
 
-    Units are ms, s, m, h and d (lowercase). The result must be finite and > 0;
-    anything else raises ConfigError naming `key` and the value.
+    Units are ms, s, m, h and d (lowercase). The result must be finite and > 0 (>= 0 with
+    `allow_zero`, for settings where 0 means "none"); anything else raises ConfigError
+    naming `key` and the value.
     """
     seconds = _duration_seconds(value)
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise _invalid(key, _DURATION_OR_ZERO_HINT if allow_zero else _DURATION_HINT, value)
+    if seconds == 0 and not allow_zero:
         raise _invalid(key, _DURATION_HINT, value)
     return seconds
 

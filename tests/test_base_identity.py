@@ -21,7 +21,6 @@ from support import wait_for
 from test_ops_e2e import healthz, make_config, running
 
 from tempwatch.baseguard import describe_change
-from tempwatch.cleaner import run_pass
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter, Outcome
 from tempwatch.dirfd import DirIdentity, dir_identity
@@ -30,6 +29,7 @@ from tempwatch.instance import LOCK_FILE_NAME, InstanceLock
 from tempwatch.openfiles import NO_OPEN_FILES
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry
+from tempwatch.rounds import run_pass
 from tempwatch.service import Service
 
 OLD = 1_000_000.0  # an mtime long past: expired under any max_age

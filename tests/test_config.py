@@ -86,6 +86,10 @@ owner_check = true
 dry_run = true
 remove_empty_dirs = true
 permission_mask = "0o027"
+batch_size = 100
+batch_pause = "10ms"
+pass_timeout = "30s"
+threads = 4
 
 [limits]
 max_files = 0
@@ -104,6 +108,7 @@ retention = 5
 enabled = true
 address = "0.0.0.0"
 port = 0
+backend = "Prometheus"
 """
 
 
@@ -130,6 +135,10 @@ def test_every_toml_key_sets_its_field(tmp_path: Path) -> None:
             dry_run=True,
             remove_empty_dirs=True,
             permission_mask=0o027,
+            batch_size=100,
+            batch_pause_seconds=0.01,
+            pass_timeout_seconds=30.0,
+            threads=4,
         ),
         limits=LimitsConfig(
             max_files=0,
@@ -147,12 +156,14 @@ def test_every_toml_key_sets_its_field(tmp_path: Path) -> None:
         metrics=MetricsConfig(enabled=True, address="0.0.0.0", port=0),
     )
     assert config.source == path
-    # No key is silently ignored: every field moved away from its default.
+    # No key is silently ignored: every field moved away from its default (but the one
+    # metrics backend, which has no other value to move to).
     defaults = load_config(env={})
     for section in ("watch", "cleanup", "limits", "log", "metrics"):
         loaded, default = getattr(config, section), getattr(defaults, section)
         for field in dataclasses.fields(loaded):
-            assert getattr(loaded, field.name) != getattr(default, field.name), field.name
+            if field.name != "backend":
+                assert getattr(loaded, field.name) != getattr(default, field.name), field.name
 
 
 def test_loader_creates_nothing(tmp_path: Path) -> None:
@@ -217,6 +228,10 @@ def test_a_broken_file_value_is_reported_even_when_overridden(tmp_path: Path) ->
         ("LOG_FORMAT", "JSON", "log", "format", "json"),
         ("ENABLE_TEMP_FILE_METRICS", "on", "metrics", "enabled", True),
         ("PROMETHEUS_PORT", "9100", "metrics", "port", 9100),
+        ("TEMP_FILE_CLEANUP_BATCH_SIZE", "100", "cleanup", "batch_size", 100),
+        ("TEMP_FILE_CLEANUP_THREADS", "4", "cleanup", "threads", 4),
+        ("TEMP_FILE_CLEANUP_TIMEOUT", "30", "cleanup", "pass_timeout_seconds", 30.0),
+        ("TEMP_FILE_CLEANUP_TIMEOUT", "1m30s", "cleanup", "pass_timeout_seconds", 90.0),
     ],
 )
 def test_each_environment_variable(
@@ -366,6 +381,19 @@ INVALID_TOML_VALUES = [
     ("metrics.port", "-1", "-1"),
     ("metrics.port", '"8328"', '"8328"'),
     ("metrics.port", "true", "True"),
+    ("metrics.backend", '"statsd"', '"statsd"'),
+    ("metrics.backend", "1", "1"),
+    ("cleanup.batch_size", "-1", "-1"),
+    ("cleanup.batch_size", '"100"', '"100"'),
+    ("cleanup.batch_size", "1.5", "1.5"),
+    ("cleanup.batch_pause", "-1", "-1"),
+    ("cleanup.batch_pause", '"soon"', '"soon"'),
+    ("cleanup.pass_timeout", '"-30s"', '"-30s"'),
+    ("cleanup.pass_timeout", "inf", "inf"),
+    ("cleanup.pass_timeout", "true", "True"),
+    ("cleanup.threads", "0", "0"),
+    ("cleanup.threads", "65", "65"),
+    ("cleanup.threads", '"4"', '"4"'),
 ]
 
 
@@ -414,12 +442,56 @@ def test_invalid_override_value(key: str, value: object) -> None:
         ("PROMETHEUS_PORT", "70000"),
         ("PROMETHEUS_PORT", "http"),
         ("TEMP_FILE_BASE_DIR", "/"),
+        ("TEMP_FILE_CLEANUP_BATCH_SIZE", "-1"),
+        ("TEMP_FILE_CLEANUP_BATCH_SIZE", "lots"),
+        ("TEMP_FILE_CLEANUP_THREADS", "0"),
+        ("TEMP_FILE_CLEANUP_THREADS", "many"),
+        ("TEMP_FILE_CLEANUP_TIMEOUT", "-30"),
+        ("TEMP_FILE_CLEANUP_TIMEOUT", "30 seconds"),
+        ("METRICS_BACKEND", "statsd"),
     ],
 )
 def test_invalid_environment_value_names_the_variable(variable: str, raw: str) -> None:
     message = config_error(env={variable: raw})
     assert message.startswith(f"{variable} (environment): expected ")
     assert f'got "{raw}"' in message
+
+
+def test_the_original_deployments_advanced_settings_are_taken() -> None:
+    env = {
+        "TEMP_FILE_CLEANUP_BATCH_SIZE": "100",
+        "TEMP_FILE_CLEANUP_THREADS": "4",
+        "TEMP_FILE_CLEANUP_TIMEOUT": "30",
+        "METRICS_BACKEND": "prometheus",
+    }
+    config = load_config(env=env)
+    assert (config.cleanup.batch_size, config.cleanup.threads) == (100, 4)
+    assert config.cleanup.pass_timeout_seconds == 30.0
+    assert config.metrics.backend == "prometheus"
+
+
+def test_zero_means_none_for_the_pass_timeout_and_the_pause(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[cleanup]\npass_timeout = "0s"\nbatch_pause = 0\n')
+    config = load_config(path, env={"TEMP_FILE_CLEANUP_TIMEOUT": "0"})
+    assert config.cleanup.pass_timeout_seconds == 0.0
+    assert config.cleanup.batch_pause_seconds == 0.0
+    assert "pass_timeout = 0\n" in config.to_toml()
+
+
+def test_metrics_backend_error_names_the_variable_and_the_accepted_value() -> None:
+    message = config_error(env={"METRICS_BACKEND": "statsd"})
+    assert message == (
+        'METRICS_BACKEND (environment): expected "prometheus" (the only metrics backend),'
+        ' got "statsd"'
+    )
+
+
+def test_pass_timeout_error_in_full() -> None:
+    message = config_error(env={"TEMP_FILE_CLEANUP_TIMEOUT": "-30"})
+    assert message == (
+        'TEMP_FILE_CLEANUP_TIMEOUT (environment): expected a duration >= 0 (seconds, or'
+        ' "250ms", "30s", "5m"; 0 = none), got "-30"'
+    )
 
 
 def test_environment_error_message_in_full() -> None:
@@ -594,6 +666,10 @@ def test_to_dict_uses_toml_keys_and_human_units(tmp_path: Path) -> None:
         "dry_run": True,
         "remove_empty_dirs": True,
         "permission_mask": "0o027",
+        "batch_size": 100,
+        "batch_pause": "10ms",
+        "pass_timeout": "30s",
+        "threads": 4,
     }
     assert as_dict["limits"] == {
         "max_files": 0,

@@ -13,11 +13,46 @@ from pathlib import Path
 
 import pytest
 
-from tempwatch.deleter import Deleter, DeleteResult, FileId, Outcome
+from tempwatch.age import AgeCheck
+from tempwatch.deleter import DeleteItem, Deleter, DeleteResult, FileId, Outcome, PathArg
 from tempwatch.scan import scan_tree
+from tempwatch.spread import delete_spread
 
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root (mounts, chown, chattr, mknod)")
+
+
+@pytest.fixture(autouse=True, params=[1, 4], ids=["1-thread", "4-threads"])
+def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every test here runs twice: as written, and with each file deleted on a worker thread.
+
+    With 4 threads, `delete` goes through the threaded batch path (cleanup.threads = 4)
+    beside three decoy items in directories of their own that do not exist, so that the
+    batch really is dealt to four threads and the tested file is handled on one of them,
+    with its own descent from base_dir. The decoys touch nothing: they can only vanish.
+    """
+    count: int = request.param
+    if count > 1:
+
+        def delete(
+            self: Deleter,
+            path: PathArg,
+            expected: FileId | None = None,
+            age_check: AgeCheck | None = None,
+        ) -> DeleteResult:
+            decoys: list[DeleteItem] = [
+                (os.path.join(self.base_dir, f".no-such-dir-{n}", "absent"), None)
+                for n in range(count - 1)
+            ]
+            items: list[DeleteItem] = [(path, expected, age_check), *decoys]
+            results = dict(delete_spread(self, items, threads=count))
+            assert [results[n].outcome for n in range(1, count)] == [Outcome.VANISHED] * (
+                count - 1
+            )
+            return results[0]
+
+        monkeypatch.setattr(Deleter, "delete", delete)
+    return count
 
 
 @pytest.fixture

@@ -14,13 +14,14 @@ import pytest
 from loguru import logger
 
 import tempwatch.dirfd
-from tempwatch.cleaner import execute_plan, run_pass, run_pass_over
+from tempwatch.cleaner import execute_plan
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
 from tempwatch.deleter import Deleter, DeleteResult, FileId, Outcome
 from tempwatch.errors import TempwatchError
 from tempwatch.oneshot import clean_once
 from tempwatch.policy import Decision, Limits, Plan, Reason
 from tempwatch.registry import Registry
+from tempwatch.rounds import run_pass, run_pass_over
 
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root (mounts)")

@@ -22,13 +22,13 @@ import pytest
 from loguru import logger
 from support import hold_open, wait_for
 
-from tempwatch.cleaner import run_eviction, run_pass
 from tempwatch.config import CleanupConfig, Config, WatchConfig
 from tempwatch.deleter import Deleter, Outcome
 from tempwatch.inuse import LeaseProbe
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry
+from tempwatch.rounds import run_eviction, run_pass
 from tempwatch.service import Service
 from tempwatch.status import gather_status, render_text
 

@@ -20,12 +20,13 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 import tempwatch
-from tempwatch.cleaner import PassReport, run_pass
+from tempwatch.cleaner import PassReport
 from tempwatch.deleter import Deleter, DeleteResult, Outcome
 from tempwatch.errors import TempwatchError
 from tempwatch.metrics import Metrics, MetricsServer, error_label
 from tempwatch.policy import Decision, Limits, Reason
 from tempwatch.registry import Registry
+from tempwatch.rounds import run_pass
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

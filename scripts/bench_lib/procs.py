@@ -37,7 +37,8 @@ def child_env() -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(_TEMPWATCH_ENV_PREFIXES) and key != "ENABLE_TEMP_FILE_METRICS"
+        if not key.startswith(_TEMPWATCH_ENV_PREFIXES)
+        and key not in ("ENABLE_TEMP_FILE_METRICS", "METRICS_BACKEND")
     }
     env["PYTHONPATH"] = _SCRIPTS_DIR + os.pathsep + env.get("PYTHONPATH", "")
     return env
