@@ -16,7 +16,7 @@ from typing import TextIO
 from tempwatch.cleaner import PassReport
 from tempwatch.config import Config, load_config
 from tempwatch.deleter import DeleteResult
-from tempwatch.errors import ConfigError, TempwatchError
+from tempwatch.errors import ConfigError, OutsideBaseDirError, TempwatchError
 from tempwatch.logsetup import configure_logging
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles
 from tempwatch.policy import Decision
@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--timeout", type=float, default=5.0, metavar="SECONDS", help="wait this long at most"
     )
+    explain = commands.add_parser(
+        "explain", parents=[common], help="why each file would go or stay (exit 2: outside)"
+    )
+    explain.add_argument("paths", nargs="+", metavar="PATH", help="files to explain")
+    explain.add_argument("--json", action="store_true", help="print a JSON list")
     return parser
 
 
@@ -103,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _health(config, as_json=args.json, timeout_seconds=args.timeout)
         if args.command == "status":
             return _status(config, as_json=args.json)
+        if args.command == "explain":
+            return _explain(config, args.paths, as_json=args.json)
         return _clean(config, quiet=args.quiet)
     except ConfigError as e:
         _fail(f"config error: {e}")
@@ -146,6 +153,28 @@ def _status(config: Config, *, as_json: bool) -> int:
     report = gather_status(config, open_paths=open_paths)
     print(report.to_json() if as_json else render_text(report))
     return 0
+
+
+def _explain(config: Config, paths: Sequence[str], *, as_json: bool) -> int:
+    """Explain each path; 2 if one lies outside every configured directory, else 0."""
+    from tempwatch.explain import explain_path, render_text
+
+    open_paths = (
+        LazyOpenFiles(str(config.watch.base_dir)) if config.cleanup.skip_open_files
+        else NO_OPEN_FILES
+    )
+    found, status = [], 0
+    for path in paths:
+        try:
+            found.append(explain_path(path, config, open_paths=open_paths))
+        except OutsideBaseDirError as e:
+            _fail(f"{e}: not governed by tempwatch")
+            status = 2
+    if as_json:
+        print("[" + ",\n".join(facts.to_json() for facts in found) + "]")
+    else:
+        print("\n\n".join(render_text(facts) for facts in found))
+    return status
 
 
 class _Printer:
