@@ -359,3 +359,32 @@ def test_the_service_says_once_when_the_sweep_alone_decides(
     with Service(Config(watch=WatchConfig(base_dir=base))) as service:
         service.run_pass_now()
         assert service.stats.in_use_check == "kernel lease and /proc sweep"
+
+
+@pytest.mark.root
+@needs_root
+def test_a_file_open_by_another_user_is_kept_and_the_user_named(public_dir: Path) -> None:
+    base = public_dir / "base"
+    base.mkdir()
+    os.chmod(base, 0o777)
+    target = _old(base / "theirs")
+    os.chmod(target, 0o666)
+    holder = """
+    import os, sys
+    os.setgid(65534); os.setuid(65534)
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    print("ready", flush=True)
+    sys.stdin.read()
+    """
+    with _child(holder, str(target)) as child:
+        registry = Registry()
+        registry.add(str(target), 0.0, 4, os.lstat(target).st_ino)
+        report = run_pass(
+            registry, Deleter(base), Limits(max_age_seconds=1),
+            open_paths=LazyOpenFiles(str(base)), clock=lambda: 10_000.0,
+        )  # fmt: skip
+        assert target.exists()
+        named = report.holders[str(target)]
+        assert named.startswith(f"pid {child.pid} (") and named.endswith(", user nobody)")
+        # Without the sweep, the kernel alone still keeps it.
+        assert Deleter(base).delete(target).outcome is Outcome.IN_USE
