@@ -6,8 +6,10 @@ holds as closed, so such a file can be deleted while in use. The sweep counts th
 processes; this module keeps the count of the latest sweep, for the metrics and /healthz,
 and turns it into a warning an operator reads: at start, and once per cleanup pass.
 
-The real fix is a lease on each file before it is deleted; until then, and on filesystems
-without leases, this is the honest report.
+The real fix is the lease the deleter takes on each file before it is deleted (inuse.py):
+where it is in force, a hidden process's files are still kept and only their holders
+cannot be named, so the report is INFO at start and DEBUG per pass. Where leases are
+refused, this is the honest report: a WARNING at start and once per pass.
 """
 
 from __future__ import annotations
@@ -29,12 +31,29 @@ _REMEDY_AS_ROOT = (
 )
 
 
-def warn_denied(processes_denied: int, base_dir: str, when: str) -> None:
-    """Warn, if any process could not be inspected, that its open files look closed."""
+def warn_denied(
+    processes_denied: int, base_dir: str, when: str, *, lease_in_force: bool = False
+) -> None:
+    """Say, if any process could not be inspected, what that costs: its open files look
+    closed to the sweep (a WARNING), or, with the lease in force, only its name is missing."""
     if processes_denied <= 0:
         return
     one = processes_denied == 1
-    logger.bind(event="sweep-denied", processes_denied=processes_denied).warning(
+    said = logger.bind(event="sweep-denied", processes_denied=processes_denied)
+    if lease_in_force:
+        said.log(
+            "INFO" if when == "at start" else "DEBUG",
+            "{}: the open-file check could not inspect {} process{}: the kernel lease still "
+            "keeps the files {} open under {}, but cannot name {}",
+            when,
+            processes_denied,
+            "" if one else "es",
+            "it holds" if one else "they hold",
+            base_dir,
+            "it" if one else "them",
+        )
+        return
+    said.warning(
         "{}: the open-file check could not inspect {} process{}: files {} open under {} "
         "look closed and may be deleted while in use ({})",
         when,
@@ -65,18 +84,18 @@ class SweepVisibility:
         self.sweeps += 1
         return result
 
-    def at_start(self, base_dir: str, check_open_files: bool) -> None:
+    def at_start(self, base_dir: str, check_open_files: bool, lease_in_force: bool) -> None:
         """Sweep once at start, when files are checked for being open, and say if some
         processes are hidden: the operator learns it now, not at the first deletion."""
         if check_open_files:
             self.sweep(base_dir)
-            self.warn(base_dir, "at start")
+            self.warn(base_dir, "at start", lease_in_force)
 
-    def warn(self, base_dir: str, when: str) -> None:
-        """Warn with the latest count, if it is not 0."""
-        warn_denied(self.processes_denied, base_dir, when)
+    def warn(self, base_dir: str, when: str, lease_in_force: bool) -> None:
+        """Say what the latest count means, if it is not 0."""
+        warn_denied(self.processes_denied, base_dir, when, lease_in_force=lease_in_force)
 
-    def after_pass(self, open_paths: object, base_dir: str) -> None:
+    def after_pass(self, open_paths: object, base_dir: str, lease_in_force: bool) -> None:
         """Once per cleanup pass: warn with a current count while some process is hidden.
 
         A pass sweeps only when it has something to delete; while the latest count is not 0
@@ -87,4 +106,4 @@ class SweepVisibility:
             return  # the open-file check is off: nothing is swept, nothing is hidden
         if not open_paths.swept and self.processes_denied:
             self.sweep(base_dir)
-        self.warn(base_dir, "cleanup pass")
+        self.warn(base_dir, "cleanup pass", lease_in_force)

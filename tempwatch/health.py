@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_GRACE_SECONDS",
     "Health",
     "HealthStatus",
+    "LEASE_AND_SWEEP",
     "ServiceState",
     "assess",
     "assess_service",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
+
+LEASE_AND_SWEEP = "kernel lease and /proc sweep"
+"""`in_use_check` when the deleter's lease is in force beside the sweep."""
 
 DEFAULT_GRACE_SECONDS = 30.0
 """Slack on top of 2 x interval before a pass counts as overdue: a pass over a large
@@ -97,7 +101,7 @@ def assess(
     sweep_denied_processes: int = 0,
     observer_fallback: str | None = None,
     unwatched_dirs: int = 0,
-    in_use_check: str = "kernel lease and /proc sweep",
+    in_use_check: str = "",
 ) -> Health:
     """Judge the service's health from facts gathered by the caller; all times are epoch seconds.
 
@@ -134,7 +138,8 @@ def assess(
         )
     if limit_pinned:
         warnings.append("a limit is exceeded, but the files that would go are held open")
-    if sweep_denied_processes:
+    if sweep_denied_processes and in_use_check != LEASE_AND_SWEEP:
+        # With the lease in force their files are still kept: only their names are missing.
         warnings.append(
             f"the open-file check cannot inspect {sweep_denied_processes} processes: "
             "files they hold open look closed and may be deleted"

@@ -166,7 +166,12 @@ def _clean_once(
         reopen=reopen,
     )
     if isinstance(open_paths, LazyOpenFiles) and open_paths.result is not None:
-        warn_denied(open_paths.result.processes_denied, str(config.watch.base_dir), "clean")
+        warn_denied(
+            open_paths.result.processes_denied,
+            str(config.watch.base_dir),
+            "clean",
+            lease_in_force=cleanup.lease_probe and deleter.lease_unavailable is None,
+        )
     if cleanup.remove_empty_dirs and not cleanup.dry_run:
         remove_empty_dirs(deleter, scan.dirs, cleanup.max_age_seconds, clock())
     return report, scan

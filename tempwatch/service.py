@@ -36,6 +36,7 @@ from tempwatch.dirfd import DirIdentity
 from tempwatch.enforcer import Enforcer
 from tempwatch.errors import TempwatchError
 from tempwatch.globs import is_excluded
+from tempwatch.health import LEASE_AND_SWEEP
 from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.lognoise import SaidOnce, capped, log_in_full
 from tempwatch.oneshot import (
@@ -85,7 +86,7 @@ class ServiceStats:
     unwatched_dirs: int = 0  # directories inotify could not watch (its watch limit)
     deleted_open_files: int = 0
     deleted_open_bytes: int = 0
-    in_use_check: str = "kernel lease and /proc sweep"
+    in_use_check: str = LEASE_AND_SWEEP
 
 
 class Service:
@@ -179,7 +180,11 @@ class Service:
             identity = self._supervisor.start()  # the observer runs before the scan
             self._deleter = deleter_for(self._config, identity)
             self._rescan("start")
-            self._visibility.at_start(self._base_dir, self._config.cleanup.skip_open_files)
+            self._visibility.at_start(
+                self._base_dir,
+                self._config.cleanup.skip_open_files,
+                self._in_use_check() == LEASE_AND_SWEEP,
+            )
             for name, loop in (
                 ("cleanup", self._cleanup_loop),
                 ("enforcer", self._enforcer_loop),
@@ -274,7 +279,9 @@ class Service:
                     deleter, dirs, config.cleanup.max_age_seconds, self._clock(),
                     should_stop=self._stopping.is_set,
                 )
-        self._visibility.after_pass(open_paths, self._base_dir)
+        self._visibility.after_pass(
+            open_paths, self._base_dir, self._in_use_check() == LEASE_AND_SWEEP
+        )
         self._last_pass_at = self._clock()
         self._last_pass = report
         self._enforcer.pass_done(report)
@@ -293,7 +300,7 @@ class Service:
         why = "cleanup.lease_probe = false" if not self._config.cleanup.lease_probe else (
             None if deleter is None else deleter.lease_unavailable
         )
-        return "kernel lease and /proc sweep" if why is None else f"/proc sweep only ({why})"
+        return LEASE_AND_SWEEP if why is None else f"/proc sweep only ({why})"
 
     def _note_lease_fallback(self, deleter: Deleter) -> None:
         """Say once that files are deleted without the kernel's in-use check, and why."""

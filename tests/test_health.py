@@ -177,14 +177,19 @@ def test_assess_service_reads_the_stats_and_the_config_in_force(tmp_path: Path) 
     assert assess_service(late, config, now=NOW, base_dir_exists=True).status == "degraded"
     assert assess_service(Stats(last_pass_at=NOW - 49), config, now=NOW,
                           base_dir_exists=True).status == "healthy"
-    blind = assess_service(Stats(sweep_denied_processes=3), config, now=NOW,
-                           base_dir_exists=True)
+    no_lease = "/proc sweep only (leases refused here (Invalid argument))"
+    blind = assess_service(Stats(sweep_denied_processes=3, in_use_check=no_lease), config,
+                           now=NOW, base_dir_exists=True)
     assert (blind.status, blind.http_status, blind.body["sweep_denied_processes"]) == (
         "degraded", 200, 3)
     assert blind.reasons == [
         "the open-file check cannot inspect 3 processes: files they hold open look closed "
         "and may be deleted"
     ]
+    # With the kernel lease in force their files are still kept: only names are missing.
+    named_less = assess_service(Stats(sweep_denied_processes=3), config, now=NOW,
+                                base_dir_exists=True)
+    assert (named_less.status, named_less.body["sweep_denied_processes"]) == ("healthy", 3)
     dead = assess_service(Stats(observer_alive=False), config, now=NOW, base_dir_exists=True)
     assert dead.http_status == 503
     gone = assess_service(Stats(), config, now=NOW, base_dir_exists=False)

@@ -86,6 +86,9 @@ def test_a_service_that_cannot_inspect_a_holder_says_so(base: Path, tmp_path: Pa
     config = tmp_path / "config.toml"
     config.write_text(
         f'[watch]\nbase_dir = "{base}"\n[cleanup]\nmax_age = "1h"\ninterval = "200ms"\n'
+        # The sweep alone, as on a filesystem that refuses leases: the hidden holder's file
+        # is then unprotected, which is what the warnings are for.
+        'lease_probe = false\n'
         f'[metrics]\nenabled = true\nport = {port}\n[log]\nlevel = "INFO"\n'
     )
     url = f"http://127.0.0.1:{port}"
@@ -131,7 +134,7 @@ def test_the_count_follows_the_sweep_and_is_warned_once_per_pass(base: Path) -> 
     sink = logger.add(warnings.append, level="WARNING", format="{extra[event]} {message}",
                       filter=lambda r: r["extra"].get("event") == "sweep-denied")
     try:
-        config = make_config(base, interval_seconds=3600.0)
+        config = make_config(base, interval_seconds=3600.0, lease_probe=False)
         with Service(config, sweep=sweep) as service:
             assert len(warnings) == 1 and warnings[0].startswith("sweep-denied at start:")
             assert "2 processes" in warnings[0]
@@ -163,3 +166,25 @@ def test_no_sweep_and_no_warning_when_the_open_file_check_is_off(base: Path) -> 
         service.run_pass_now()
         assert service.stats.sweep_denied_processes == 0
     assert calls == []
+
+
+def test_with_the_lease_in_force_a_hidden_process_costs_only_its_name(base: Path) -> None:
+    def sweep(base_dir: str) -> OpenFiles:
+        return replace(sweep_open_files(base_dir), processes_denied=2)
+
+    said: list[str] = []
+    logger.enable("tempwatch")
+    sink = logger.add(said.append, level="DEBUG", format="{level} {message}",
+                      filter=lambda r: r["extra"].get("event") == "sweep-denied")
+    try:
+        config = make_config(base, interval_seconds=3600.0)
+        with Service(config, sweep=sweep) as service:
+            service.run_pass_now()
+            assert service.stats.sweep_denied_processes == 2
+            health = assess_service(service.stats, config, now=time.time(), base_dir_exists=True)
+            assert health.status == "healthy"
+    finally:
+        logger.remove(sink)
+        logger.disable("tempwatch")
+    assert said[0].startswith("INFO at start:") and "the kernel lease still keeps" in said[0]
+    assert said[1].startswith("DEBUG cleanup pass:")
