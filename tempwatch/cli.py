@@ -146,12 +146,19 @@ def _health(config: Config, *, as_json: bool, timeout_seconds: float) -> int:
 def _status(config: Config, *, as_json: bool) -> int:
     from tempwatch.status import gather_status, render_text
 
-    open_paths = (
-        LazyOpenFiles(str(config.watch.base_dir)) if config.cleanup.skip_open_files
-        else NO_OPEN_FILES
-    )
-    report = gather_status(config, open_paths=open_paths)
-    print(report.to_json() if as_json else render_text(report))
+    reports = []
+    for directory in config.each_directory():
+        open_paths = (
+            LazyOpenFiles(str(directory.watch.base_dir)) if directory.cleanup.skip_open_files
+            else NO_OPEN_FILES
+        )
+        reports.append(gather_status(directory, open_paths=open_paths))
+    if not config.directories:
+        print(reports[0].to_json() if as_json else render_text(reports[0]))
+    elif as_json:
+        print(json.dumps({"directories": [json.loads(r.to_json()) for r in reports]}, indent=2))
+    else:
+        print("\n\n".join(render_text(report) for report in reports))
     return 0
 
 
@@ -237,13 +244,24 @@ def _clean(config: Config, *, quiet: bool) -> int:
     configure_logging(config.log, stream=sys.stderr, stream_level="WARNING")
     progress = sys.stderr if sys.stderr.isatty() and not quiet else None
     printer = _Printer(dry_run=config.cleanup.dry_run, progress=progress)
-    report, _state = clean_once(config, listener=printer)
-    verb = "would remove" if report.dry_run else "removed"
+    verb = "would remove" if config.cleanup.dry_run else "removed"
+    deleted = deleted_bytes = skipped = failed = 0
+    for directory in config.each_directory():
+        report, _state = clean_once(directory, listener=printer)
+        deleted += len(report.deleted)
+        deleted_bytes += report.deleted_bytes
+        skipped += len(report.skipped_open)
+        failed += len(report.failed)
+        if config.directories:
+            print(
+                f"{directory.watch.base_dir}: {verb} {len(report.deleted)} files "
+                f"({format_size(report.deleted_bytes)})"
+            )
     print(
-        f"{verb} {len(report.deleted)} files ({format_size(report.deleted_bytes)}), "
-        f"{len(report.skipped_open)} skipped as open, {len(report.failed)} errors"
+        f"{verb} {deleted} files ({format_size(deleted_bytes)}), "
+        f"{skipped} skipped as open, {failed} errors"
     )
-    return 1 if report.failed else 0
+    return 1 if failed else 0
 
 
 def run_main() -> None:

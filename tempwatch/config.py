@@ -8,6 +8,7 @@ reads files and stats paths, but never logs, exits, creates or deletes anything.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import sys
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tempwatch.age import AGE_SOURCES, DEFAULT_AGE_BY, AgeBy
+from tempwatch.age import DEFAULT_AGE_BY, AgeBy
+from tempwatch.directories import RawDirectory, parse_directories
 from tempwatch.rules import Rule
 
 if sys.version_info >= (3, 11):
@@ -38,7 +40,7 @@ from tempwatch.configkeys import (
     to_base_dir,
 )
 from tempwatch.errors import ConfigError
-from tempwatch.units import format_duration, format_size, parse_duration, parse_size, render_value
+from tempwatch.units import render_value
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -168,6 +170,14 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     source: Path | None = field(default=None, compare=False)
     rules: tuple[Rule, ...] = ()  # the directory's per-pattern rules, first match wins
+    # With [[directory]] entries: one Config per directory (watch, cleanup, limits and rules
+    # its own, log and metrics the process's). The top-level sections are then the defaults
+    # every directory started from, with the first directory's path as base_dir.
+    directories: tuple[Config, ...] = ()
+
+    def each_directory(self) -> tuple[Config, ...]:
+        """The Config of every directory to serve: the entries, or this one alone."""
+        return self.directories or (self,)
 
     def to_dict(self) -> dict[str, object]:
         """The effective config as a nested dict keyed like the TOML file (JSON-serialisable).
@@ -175,118 +185,15 @@ class Config:
         Durations and sizes use human units when that is exact; unset optional values
         are left out, as TOML has no null.
         """
-        return {section: table for section, table in _tables(self).items()}
+        from tempwatch.configtoml import config_to_dict
+
+        return config_to_dict(self)
 
     def to_toml(self) -> str:
         """The effective config as TOML; load_config reads it back to an equal Config."""
-        lines = ["# Effective tempwatch configuration."]
-        if self.source is not None:
-            lines.append(f"# Loaded from {_toml_value(str(self.source))}.")
-        for section, table in _tables(self).items():
-            lines += ["", f"[{section}]"]
-            lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
-        return "\n".join(lines) + "\n"
+        from tempwatch.configtoml import config_to_toml
 
-
-def _tables(config: Config) -> dict[str, dict[str, object]]:
-    watch, cleanup, limits, log = config.watch, config.cleanup, config.limits, config.log
-    log_table = {
-        "level": log.level,
-        "format": log.format,
-        "file": None if log.file is None else str(log.file),
-        "rotation": log.rotation,
-        "retention": log.retention,
-    }
-    return {
-        "watch": {
-            "base_dir": str(watch.base_dir),
-            "recursive": watch.recursive,
-            "observer": watch.observer,
-            "rescan_interval": _human_duration(watch.rescan_interval_seconds),
-            "exclude": list(watch.exclude),
-            "allow_system_dir": watch.allow_system_dir,
-        },
-        "cleanup": {
-            "max_age": _human_duration(cleanup.max_age_seconds),
-            "age_by": [source for source in AGE_SOURCES if source in cleanup.age_by],
-            "interval": _human_duration(cleanup.interval_seconds),
-            "skip_open_files": cleanup.skip_open_files,
-            "lease_probe": cleanup.lease_probe,
-            "secure_delete": cleanup.secure_delete,
-            "owner_check": cleanup.owner_check,
-            "dry_run": cleanup.dry_run,
-            "remove_empty_dirs": cleanup.remove_empty_dirs,
-            "permission_mask": f"0o{cleanup.permission_mask:03o}",
-            "batch_size": cleanup.batch_size,
-            "batch_pause": _human_duration_or_zero(cleanup.batch_pause_seconds),
-            "pass_timeout": _human_duration_or_zero(cleanup.pass_timeout_seconds),
-            "threads": cleanup.threads,
-        },
-        "limits": {
-            "max_files": limits.max_files,
-            "max_file_size": _human_size(limits.max_file_size_bytes),
-            "max_total_size": _human_size(limits.max_total_size_bytes),
-            "low_watermark": limits.low_watermark,
-        },
-        "log": {key: value for key, value in log_table.items() if value is not None},
-        "metrics": {
-            "enabled": config.metrics.enabled,
-            "address": config.metrics.address,
-            "port": config.metrics.port,
-            "backend": config.metrics.backend,
-        },
-    }
-
-
-def _human_duration(seconds: float) -> str | float:
-    text = format_duration(seconds)
-    try:
-        return text if parse_duration(text, "") == seconds else seconds
-    except ConfigError:
-        return seconds
-
-
-def _human_duration_or_zero(seconds: float) -> str | float | int:
-    return 0 if seconds == 0 else _human_duration(seconds)
-
-
-def _human_size(size_bytes: int) -> str | int:
-    if size_bytes == 0:
-        return 0  # reads as "unlimited" better than "0 B"
-    text = format_size(size_bytes)
-    return text if parse_size(text, "") == size_bytes else size_bytes
-
-
-_TOML_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-
-
-def _toml_string(text: str) -> str:
-    chars = (
-        _TOML_ESCAPES.get(char)
-        or (f"\\u{ord(char):04X}" if ord(char) < 0x20 or ord(char) == 0x7F else char)
-        for char in text
-    )
-    return '"' + "".join(chars) + '"'
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot render {type(value).__name__} as TOML")
+        return config_to_toml(self)
 
 
 # --- the layers ----------------------------------------------------------------------------
@@ -331,10 +238,14 @@ def _read_toml(path: Path, shown: str) -> dict[str, Any]:
         raise ConfigError(f"{shown}: invalid TOML: {' '.join(str(e).split())}") from e
 
 
-def _from_toml(path: Path, shown: str) -> dict[str, object]:
+def _from_toml(path: Path, shown: str) -> tuple[dict[str, object], list[RawDirectory] | None]:
     origin = Origin(relative_to=path.parent)
     values: dict[str, object] = {}
+    directories: list[RawDirectory] | None = None
     for section, table in _read_toml(path, shown).items():
+        if section == "directory":
+            directories = parse_directories(table, origin)
+            continue
         if section in SECTIONS and not isinstance(table, dict):
             raise invalid(section, f"a table ([{section}])", table)
         if not isinstance(table, dict):
@@ -345,7 +256,7 @@ def _from_toml(path: Path, shown: str) -> dict[str, object]:
         for key, value in table.items():
             dotted = f"{section}.{key}"
             values.update([_convert(dotted, value, dotted, origin)])
-    return values
+    return values, directories
 
 
 def _from_env(env: Mapping[str, str], cwd: Path) -> dict[str, object]:
@@ -375,7 +286,11 @@ def _config_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path,
 
 
 def _build(
-    values: Mapping[str, object], source: Path | None, cwd: Path, base_dir_label: str
+    values: Mapping[str, object],
+    source: Path | None,
+    cwd: Path,
+    base_dir_label: str,
+    rules: tuple[Rule, ...] = (),
 ) -> Config:
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for key, value in values.items():
@@ -392,7 +307,68 @@ def _build(
         log=LogConfig(**sections["log"]),
         metrics=MetricsConfig(**sections["metrics"]),
         source=source,
+        rules=rules,
     )
+
+
+def _build_directories(
+    toml: Mapping[str, object],
+    entries: list[RawDirectory],
+    later: Mapping[str, object],
+    source: Path | None,
+    cwd: Path,
+) -> Config:
+    """One Config per [[directory]]: top-level sections < its own keys < env and flags.
+
+    `later` (environment and command line) beats a directory's own keys: a flag such as
+    --max-age means "for every directory". --base-dir keeps only the directory it names
+    (or one with the top-level settings, if it names none).
+    """
+    if "watch.base_dir" in toml:
+        raise ConfigError(
+            "watch.base_dir: cannot be combined with [[directory]] entries: "
+            "make it a [[directory]] with its path"
+        )
+    wanted = later.get("watch.base_dir")
+    later = {key: value for key, value in later.items() if key != "watch.base_dir"}
+    directories = [
+        _build(
+            {**toml, **entry.values, **later, "watch.base_dir": entry.path},
+            source, cwd, f"{entry.label}.path", entry.rules,
+        )
+        for entry in entries
+    ]
+    directories = _separate_nested(directories)
+    if wanted is not None:
+        for directory in directories:
+            if directory.watch.base_dir == wanted:
+                return directory
+        return _build({**toml, **later, "watch.base_dir": wanted}, source, cwd, "watch.base_dir")
+    top = _build(
+        {**toml, **later, "watch.base_dir": directories[0].watch.base_dir},
+        source, cwd, "watch.base_dir",
+    )
+    return dataclasses.replace(top, directories=tuple(directories))
+
+
+def _separate_nested(directories: list[Config]) -> list[Config]:
+    """A directory configured inside another is excluded from the outer one: each path is
+    governed by the innermost directory's entry only, and never cleaned twice."""
+    out = []
+    for outer in directories:
+        base = outer.watch.base_dir
+        inner = sorted(
+            "/" + os.path.relpath(d.watch.base_dir, base)
+            for d in directories
+            if d.watch.base_dir != base and d.watch.base_dir.is_relative_to(base)
+        )
+        exclude = tuple(dict.fromkeys([*outer.watch.exclude, *inner]))
+        if exclude != outer.watch.exclude:
+            outer = dataclasses.replace(
+                outer, watch=dataclasses.replace(outer.watch, exclude=exclude)
+            )
+        out.append(outer)
+    return out
 
 
 def load_config(
@@ -413,15 +389,25 @@ def load_config(
     cwd = Path.cwd()
     config_file = _config_file(path, environ)
     values: dict[str, object] = {}
+    entries: list[RawDirectory] | None = None
     if config_file is not None:
-        values.update(_from_toml(*config_file))
+        toml, entries = _from_toml(*config_file)
+        values.update(toml)
+    source = None if config_file is None else config_file[0]
     from_env = _from_env(environ, cwd)
     values.update(from_env)
     from_overrides = _from_overrides(overrides or {}, cwd)
+    if entries is not None:
+        if "watch.base_dir" in from_env and "watch.base_dir" not in from_overrides:
+            raise ConfigError(
+                "TEMP_FILE_BASE_DIR (environment): the config file names its directories "
+                "([[directory]]): unset it, or pass --base-dir for just one of them"
+            )
+        return _build_directories(values, entries, {**from_env, **from_overrides}, source, cwd)
     values.update(from_overrides)
     base_dir_label = (
         "TEMP_FILE_BASE_DIR (environment)"
         if "watch.base_dir" in from_env and "watch.base_dir" not in from_overrides
         else "watch.base_dir"
     )
-    return _build(values, None if config_file is None else config_file[0], cwd, base_dir_label)
+    return _build(values, source, cwd, base_dir_label)

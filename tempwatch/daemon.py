@@ -17,6 +17,7 @@ restarts a service whose observer could not be revived), and STOPPING=1.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -25,15 +26,19 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from tempwatch.config import Config
 from tempwatch.errors import AlreadyRunningError, ConfigError, TempwatchError
-from tempwatch.health import Health, assess_service
+from tempwatch.health import Health, assess_service, combine_health
 from tempwatch.healthsocket import HealthSocket
+from tempwatch.host import Host
 from tempwatch.sdnotify import Notifier
-from tempwatch.service import Service
+
+if TYPE_CHECKING:
+    from tempwatch.metrics import Metrics
 
 __all__ = ["run_daemon"]
 
@@ -113,15 +118,14 @@ def _serve(
     notifier = Notifier()
     with ExitStack() as stack:
         service = _start(config, stack)
-        stats = service.stats
+        all_stats = [s.stats for s in service.services.values()]
+        files = sum(stats.registered_files for stats in all_stats)
+        observer = all_stats[0].observer_kind if all_stats else None
+        watched = ", ".join(str(d.watch.base_dir) for d in config.each_directory())
         logger.bind(
-            event="started", path=str(config.watch.base_dir), observer=stats.observer_kind,
-            files=stats.registered_files, pid=os.getpid(),
-        ).info(
-            "watching {} ({}), {} files registered",
-            config.watch.base_dir, stats.observer_kind, stats.registered_files,
-        )
-        notifier.ready(f"watching {config.watch.base_dir}")
+            event="started", path=watched, observer=observer, files=files, pid=os.getpid(),
+        ).info("watching {} ({}), {} files registered", watched, observer, files)
+        notifier.ready(f"watching {watched}")
         ping_seconds = notifier.ping_interval_seconds
         while signals.stop_signal is None:
             signals.wake.wait(ping_seconds or _IDLE_WAKE_SECONDS)
@@ -139,39 +143,64 @@ def _serve(
     return 0
 
 
-def _start(config: Config, stack: ExitStack) -> Service:
-    """The service, its health socket, and its metrics and /healthz when enabled, on `stack`."""
-    started: list[Service] = []
-    metrics = None
-    if config.metrics.enabled:
+def _start(config: Config, stack: ExitStack) -> Host:
+    """The host of every directory, a health socket in each, and the metrics and /healthz
+    when enabled, on `stack`.
+
+    With [[directory]] entries, every sample carries a `directory` label and /healthz
+    answers for each directory; a single-directory config keeps the unlabelled form.
+    """
+    hosts: list[Host] = []
+    by_directory: dict[str, Metrics] = {}
+
+    def listener_for(base_dir: str) -> Metrics | None:
+        if not config.metrics.enabled:
+            return None
         from tempwatch.metrics import Metrics  # prometheus_client only when used
 
-        metrics = Metrics(source=lambda: started[0].stats)
-    service = stack.enter_context(Service(config, listener=metrics))
-    started.append(service)
+        metrics = by_directory.get(base_dir)
+        if metrics is None:
+            metrics = Metrics(source=lambda: hosts[0].services[base_dir].stats)
+            by_directory[base_dir] = metrics
+        return metrics
 
-    def health() -> Health:
+    host = stack.enter_context(Host(config, listener_for=listener_for))
+    hosts.append(host)
+
+    def health_of(base_dir: str) -> Health:
+        service = host.services[base_dir]
         return assess_service(
             service.stats, service.config, now=time.time(),
-            base_dir_exists=os.path.isdir(service.config.watch.base_dir),
+            base_dir_exists=os.path.isdir(base_dir),
         )
+
+    def health() -> Health:
+        if not config.directories:
+            return health_of(str(config.watch.base_dir))
+        return combine_health({path: health_of(path) for path in host.services})
 
     # `tempwatch health` asks here: no network, whatever the metrics settings.
-    stack.enter_context(HealthSocket(str(config.watch.base_dir), health))
-    if metrics is not None:
-        from tempwatch.metrics import MetricsServer
+    for base_dir in host.services:
+        stack.enter_context(HealthSocket(base_dir, functools.partial(health_of, base_dir)))
+    if config.metrics.enabled:
+        from tempwatch.metrics import LabelledMetrics, MetricsServer
 
+        def served() -> dict[str, Metrics]:
+            services = host.services
+            return {path: m for path, m in by_directory.items() if path in services}
+
+        single = None if config.directories else by_directory.get(str(config.watch.base_dir))
         stack.enter_context(
             MetricsServer(
-                metrics, address=config.metrics.address, port=config.metrics.port,
-                health=health,
+                single if single is not None else LabelledMetrics(served),
+                address=config.metrics.address, port=config.metrics.port, health=health,
             )
         )
-    return service
+    return host
 
 
 def _reload(
-    service: Service,
+    service: Host,
     load_config: Callable[[], Config],
     configure_logging: Callable[[Config], None],
 ) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "ServiceState",
     "assess",
     "assess_service",
+    "combine_health",
     "is_pass_overdue",
 ]
 
@@ -228,3 +229,24 @@ def assess_service(
         unwatched_dirs=state.unwatched_dirs,
         in_use_check=state.in_use_check,
     )
+
+
+_RANK: dict[str, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+def combine_health(by_directory: dict[str, Health]) -> Health:
+    """One answer for several directories: the worst status, each directory's own body."""
+    if not by_directory:
+        return Health("unhealthy", 503, {"status": "unhealthy", "reasons": ["no directory"]})
+    worst = max(by_directory.values(), key=lambda health: _RANK[health.status])
+    reasons = [
+        f"{directory}: {reason}"
+        for directory, health in sorted(by_directory.items())
+        for reason in health.reasons
+    ]
+    body: dict[str, object] = {
+        "status": worst.status,
+        "reasons": reasons,
+        "directories": {d: h.body for d, h in sorted(by_directory.items())},
+    }
+    return Health(worst.status, worst.http_status, body)

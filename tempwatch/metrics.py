@@ -21,7 +21,7 @@ import platform
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -40,6 +40,8 @@ __all__ = [
     "AGE_BUCKETS_SECONDS",
     "DURATION_BUCKETS_SECONDS",
     "ERROR_LABELS",
+    "Exposition",
+    "LabelledMetrics",
     "Metrics",
     "MetricsServer",
     "ServiceFigures",
@@ -257,6 +259,43 @@ class _ServiceCollector:
         yield info
 
 
+class Exposition(Protocol):
+    """What the endpoint serves at /metrics."""
+
+    def render(self, accept: str = "") -> tuple[bytes, str]: ...
+
+
+class LabelledMetrics:
+    """Several directories' `Metrics` as one exposition, each sample labelled `directory`.
+
+    `by_directory` is read at every scrape, so a directory added or removed by a reload
+    shows or goes at once; the label's values are the configured directories only.
+    """
+
+    def __init__(self, by_directory: Callable[[], Mapping[str, Metrics]]) -> None:
+        self._by_directory = by_directory
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for directory, metrics in sorted(self._by_directory().items()):
+            for family in metrics.registry.collect():
+                into = merged.get(family.name)
+                if into is None:
+                    into = Metric(family.name, family.documentation, family.type, family.unit)
+                    merged[family.name] = into
+                for sample in family.samples:
+                    labels = {"directory": directory, **sample.labels}
+                    into.samples.append(sample._replace(labels=labels))
+        yield from merged.values()
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition for an HTTP Accept header: (body, content type)."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
 class _Server(ThreadingHTTPServer):
     # Request threads are joined by server_close(); the socket timeout bounds that wait
     # when a client stalls.
@@ -266,7 +305,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        metrics: Metrics,
+        metrics: Exposition,
         health: Callable[[], Health] | None,
         family: socket.AddressFamily,
     ) -> None:
@@ -318,7 +357,7 @@ class MetricsServer:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: Exposition,
         *,
         address: str = "127.0.0.1",
         port: int = 8328,

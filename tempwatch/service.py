@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from loguru import logger
@@ -48,7 +48,7 @@ from tempwatch.oneshot import (
     remove_empty_dirs,
     rules_of,
 )
-from tempwatch.openfiles import LazyOpenFiles, OpenFiles, sweep_open_files
+from tempwatch.openfiles import LazyOpenFiles, OpenFiles, OpenFileSet, sweep_open_files
 from tempwatch.pacing import Pacer
 from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, rescan
@@ -105,8 +105,12 @@ class Service:
         listener: CleanupListener | None = None,
         monitor_interval_seconds: float = 0.5,
         polling_interval_seconds: float = 1.0,
+        own_passes: bool = True,
     ) -> None:
         self.registry = Registry()
+        # False: the process hosting several directories runs the passes (`run_pass_now`),
+        # so that one open-file sweep serves every directory due (tempwatch.host).
+        self._own_passes = own_passes
         self._config = config
         self._base_dir = str(config.watch.base_dir)
         self._clock = clock
@@ -185,12 +189,13 @@ class Service:
                 self._config.cleanup.skip_open_files,
                 self._in_use_check() == LEASE_AND_SWEEP,
             )
-            for name, loop in (
+            loops = [
                 ("cleanup", self._cleanup_loop),
                 ("enforcer", self._enforcer_loop),
                 ("rescan", self._rescan_loop),
                 ("monitor", self._monitor_loop),
-            ):
+            ]
+            for name, loop in loops if self._own_passes else loops[1:]:
                 thread = threading.Thread(target=loop, name=f"tempwatch-{name}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
@@ -255,15 +260,21 @@ class Service:
         threads_alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
         return threads_alive and self._supervisor.is_watching
 
-    def run_pass_now(self) -> PassReport:
+    def run_pass_now(self, shared_open_files: OpenFileSet | None = None) -> PassReport:
         """Run one full cleanup pass now, on the calling thread (while base_dir is not the
-        directory verified at start, none: an empty report; see `base_dir_problem`)."""
+        directory verified at start, none: an empty report; see `base_dir_problem`).
+
+        `shared_open_files`: a sweep shared with other directories (it must cover base_dir)
+        for the first batch; by default the pass sweeps on its own, only if something would go.
+        """
         config = self._config
         deleter = self._require_deleter()
         if self._supervisor.guard.problem is not None:
             return PassReport(dry_run=config.cleanup.dry_run)
         reopen = open_files_for(config, self._sweep)  # made again for a later batch
-        open_paths = reopen()
+        open_paths: Container[str] = reopen()
+        if shared_open_files is not None and config.cleanup.skip_open_files:
+            open_paths = shared_open_files
         report = run_pass(
             self.registry, deleter, self._limits, open_paths=open_paths, clock=self._clock,
             listener=self._listener, dry_run=config.cleanup.dry_run,
