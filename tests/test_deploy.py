@@ -339,6 +339,17 @@ def test_unit_runs_the_cli_on_the_container_config_path(
     assert argv[argv.index("--config") + 1] == container_config_path
 
 
+def test_unit_runs_tempwatch_where_the_readme_installs_it(
+    service: dict[str, list[str]],
+) -> None:
+    # systemd-analyze verify (and the start) fail when ExecStart= names a missing file: the
+    # README's install commands must put tempwatch at that path, and say so.
+    executable = shlex.split(one(service, "ExecStart"))[0]
+    section = operations_section().split("### Running under systemd", 1)[1]
+    install_block = section.split("```sh", 1)[1].split("```", 1)[0]
+    assert executable in install_block, f"the README's systemd install should name {executable}"
+
+
 def test_unit_may_write_base_dir_only(service: dict[str, list[str]], base_dir: str) -> None:
     assert one(service, "ProtectSystem") == "strict"
     assert service["ReadWritePaths"] == [base_dir]

@@ -8,6 +8,7 @@ a child process and talk to it only from outside: HTTP and the notify socket.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import itertools
 import json
 import os
@@ -31,6 +32,7 @@ from support import hold_open, is_healthy_but_for_hidden_processes, wait_for
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
 from tempwatch.health import Health, assess_service
 from tempwatch.metrics import Metrics, MetricsServer
+from tempwatch.openfiles import OpenFiles, sweep_open_files
 from tempwatch.service import Service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,6 +238,53 @@ def test_files_held_open_past_max_age_stay_pinned_with_their_bytes_on_disk(base:
         wait_for(lambda: metric(url, "temp_files_active") == 0, message="the held files expired")
         wait_for(lambda: metric(url, "tempwatch_pinned_bytes") == 0, message="unpinned")
         assert not healthz(url)[1]["limit_pinned"]
+
+
+def _leases_work(directory: Path) -> bool:
+    probe = directory / ".lease-probe"
+    fd = os.open(probe, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def test_a_file_opened_after_the_enforcers_sweep_is_not_evicted(base: Path) -> None:
+    # The sweep looks, then a file is created and opened before the eviction plans: the
+    # sweep's answer says nothing about it. The lease taken before each unlink must keep it.
+    # (With lease_probe = false it is evicted: the sweep alone cannot close that window.)
+    if not _leases_work(base):
+        pytest.skip("file leases are not supported on this filesystem")
+    late = base / "opened-after-the-sweep"
+    held: list[int] = []
+    services: list[Service] = []
+
+    def sweep_then_open(base_dir: str) -> OpenFiles:
+        found = sweep_open_files(base_dir)
+        if len(held) == 3 and len(services[0].registry) == 3:
+            held.append(os.open(late, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            wait_for(lambda: str(late) in services[0].registry, message="the late file registered")
+        return found
+
+    config = make_config(base, interval_seconds=HOUR, max_files=2)
+    try:
+        with Service(config, sweep=sweep_then_open) as service:
+            services.append(service)
+            # Older files held open: the eviction passes over them and reaches the late one.
+            for name in ("a", "b", "c"):
+                held.append(os.open(base / name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC))
+            wait_for(lambda: len(held) == 4 and service.stats.pinned_files > 0,
+                     message="the count pinned")
+            assert late.exists(), "a file opened after the sweep was evicted"
+            assert str(late) in service.registry
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 # The test kills watchdog's dispatcher thread on purpose; pytest reports the thread's death.
