@@ -56,6 +56,7 @@ __all__ = [
     "WatchConfig",
     "default_base_dir",
     "load_config",
+    "parse_effective_config",
 ]
 
 
@@ -239,10 +240,15 @@ def _read_toml(path: Path, shown: str) -> dict[str, Any]:
 
 
 def _from_toml(path: Path, shown: str) -> tuple[dict[str, object], list[RawDirectory] | None]:
-    origin = Origin(relative_to=path.parent)
+    return _from_tables(_read_toml(path, shown), Origin(relative_to=path.parent))
+
+
+def _from_tables(
+    tables: dict[str, Any], origin: Origin
+) -> tuple[dict[str, object], list[RawDirectory] | None]:
     values: dict[str, object] = {}
     directories: list[RawDirectory] | None = None
-    for section, table in _read_toml(path, shown).items():
+    for section, table in tables.items():
         if section == "directory":
             directories = parse_directories(table, origin)
             continue
@@ -369,6 +375,23 @@ def _separate_nested(directories: list[Config]) -> list[Config]:
             )
         out.append(outer)
     return out
+
+
+def parse_effective_config(text: str) -> Config:
+    """A Config from `Config.to_toml`'s output, as it stands: no environment, no flags.
+
+    For the running service's own config, which it reports on its health socket. Raises
+    ConfigError, one line, if the text is not a valid config.
+    """
+    try:
+        tables = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"effective config: invalid TOML: {' '.join(str(e).split())}") from e
+    root = Path("/")
+    values, entries = _from_tables(tables, Origin(relative_to=root))
+    if entries is None:
+        return _build(values, None, root, "watch.base_dir")
+    return _build_directories(values, entries, {}, None, root)
 
 
 def load_config(

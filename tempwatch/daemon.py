@@ -17,6 +17,7 @@ restarts a service whose observer could not be revived), and STOPPING=1.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -179,9 +180,17 @@ def _start(config: Config, stack: ExitStack) -> Host:
             return health_of(str(config.watch.base_dir))
         return combine_health({path: health_of(path) for path in host.services})
 
-    # `tempwatch health` asks here: no network, whatever the metrics settings.
+    def told(base_dir: str) -> Health:
+        # The socket also tells the directory's config in force, so that `status` judges
+        # with the service's settings rather than its own reading of the file.
+        health = health_of(base_dir)
+        directory = host.services[base_dir].config
+        effective = dataclasses.replace(directory, directories=(directory,)).to_toml()
+        return dataclasses.replace(health, body={**health.body, "config_toml": effective})
+
+    # `tempwatch health` and `status` ask here: no network, whatever the metrics settings.
     for base_dir in host.services:
-        stack.enter_context(HealthSocket(base_dir, functools.partial(health_of, base_dir)))
+        stack.enter_context(HealthSocket(base_dir, functools.partial(told, base_dir)))
     if config.metrics.enabled:
         from tempwatch.metrics import LabelledMetrics, MetricsServer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -13,7 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
 
-from tempwatch.config import Config
+from tempwatch.config import Config, parse_effective_config
+from tempwatch.errors import ConfigError
+from tempwatch.healthsocket import ServiceUnreachable, ask_health
 from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.oneshot import limits_of, read_disk
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, describe_holders
@@ -79,7 +82,8 @@ class StatusReport:
     deleted_open_bytes: int = 0
     deleted_open: list[HeldDeleted] = field(default_factory=list)  # the largest few
     service_pid: int | None = None  # the running service, if one holds the lock
-    service: dict[str, object] | None = None  # its /healthz answer, when metrics are on
+    service: dict[str, object] | None = None  # its health answer (socket, else /healthz)
+    config_from: str = "file"  # "service": judged with the running service's own config
 
     def to_json(self) -> str:
         """The report as one JSON object."""
@@ -89,7 +93,14 @@ class StatusReport:
 def gather_status(
     config: Config, *, open_paths: Container[str], clock: Callable[[], float] = time.time
 ) -> StatusReport:
-    """Scan base_dir and ask the policy what a clean would do, deleting nothing."""
+    """Scan base_dir and ask the policy what a clean would do, deleting nothing.
+
+    When a service runs on the directory, its own config for it (told on its socket) is
+    the one judged with, not this process's reading of the config file.
+    """
+    pid, health = running_service(config)
+    served = _served_config(health, config)
+    config = served if served is not None else config
     state = read_disk(config)
     now = clock()
     entries = state.registry.oldest_first()
@@ -101,7 +112,6 @@ def gather_status(
         buckets[index].size_bytes += entry.size_bytes
     plan = plan_pass(entries, now=now, limits=limits_of(config), open_paths=open_paths)
     oldest = entries[0] if entries else None
-    pid, health = running_service(config)
     deleted = open_paths.deleted if isinstance(open_paths, LazyOpenFiles | OpenFiles) else ()
     largest = sorted(deleted, key=lambda d: -d.size_bytes)[:_DELETED_SHOWN]
     return StatusReport(
@@ -123,7 +133,23 @@ def gather_status(
         ],
         service_pid=pid,
         service=health,
+        config_from="service" if served is not None else "file",
     )
+
+
+def _served_config(health: dict[str, object] | None, config: Config) -> Config | None:
+    """The running service's config for this directory, if its answer carries one."""
+    text = None if health is None else health.pop("config_toml", None)
+    if not isinstance(text, str):
+        return None
+    try:
+        told = parse_effective_config(text)
+    except ConfigError:
+        return None
+    for directory in told.each_directory():
+        if directory.watch.base_dir == config.watch.base_dir:
+            return dataclasses.replace(directory, log=config.log, metrics=config.metrics)
+    return None
 
 
 def running_service(config: Config) -> tuple[int | None, dict[str, object] | None]:
@@ -133,7 +159,13 @@ def running_service(config: Config) -> tuple[int | None, dict[str, object] | Non
     without metrics, only the pid is known.
     """
     pid = _lock_holder(os.path.join(config.watch.base_dir, LOCK_FILE_NAME))
-    if pid is None or not config.metrics.enabled:
+    if pid is None:
+        return pid, None
+    try:
+        return pid, ask_health(str(config.watch.base_dir), timeout_seconds=2.0)
+    except ServiceUnreachable:
+        pass  # an older service, or another user's socket: try the HTTP endpoint
+    if not config.metrics.enabled:
         return pid, None
     host = config.metrics.address
     host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
@@ -221,4 +253,6 @@ def _service_lines(report: StatusReport) -> list[str]:
         return lines
     keys = ("status", "active_files", "observer_alive", "last_pass_at", "reasons")
     lines.extend(f"  {key}: {health[key]}" for key in keys if key in health)
+    if report.config_from == "service":
+        lines.append("  (what a clean would remove is judged with the service's own config)")
     return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -313,3 +314,43 @@ def test_no_thread_is_left_behind_by_a_host(tmp_path: Path) -> None:
     with Host(load_config(path, env={})):
         pass
     wait_for(lambda: threading.active_count() <= before, message="threads joined")
+
+
+def test_run_serves_several_directories_labels_metrics_and_reloads_on_sighup(
+    tmp_path: Path,
+) -> None:
+    from test_ops_e2e import Child, free_port, healthz, scrape, wait_up
+
+    a, b, c = dirs(tmp_path, "a", "b", "c")
+    port = free_port()
+    config = tmp_path / "c.toml"
+    head = f'[metrics]\nenabled = true\nport = {port}\n[cleanup]\ninterval = "100ms"\n'
+    entry = '[[directory]]\npath = "{}"\nmax_age = "{}"\n'
+    config.write_text(head + entry.format(a, "200ms") + entry.format(b, "1h"))
+    child = Child(config)
+    url = f"http://127.0.0.1:{port}"
+
+    def labels() -> set[str]:
+        return {
+            dict(labels)["directory"]
+            for (name, labels), _ in scrape(url).items()
+            if name == "temp_files_active"
+        }
+
+    try:
+        wait_up(child, url)
+        assert labels() == {str(a), str(b)}
+        status, body = healthz(url)
+        assert set(body["directories"]) == {str(a), str(b)}  # type: ignore[arg-type]
+        (a / "short").write_bytes(b"x")
+        (b / "long").write_bytes(b"x")
+        wait_for(lambda: not (a / "short").exists(), message="a: 200ms max_age")
+        assert (b / "long").exists()
+        config.write_text(head + entry.format(a, "200ms") + entry.format(c, "200ms"))
+        child.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: labels() == {str(a), str(c)}, message="b removed, c added")
+        (c / "new").write_bytes(b"x")
+        wait_for(lambda: not (c / "new").exists(), message="c cleaned after the reload")
+        assert (b / "long").exists(), "b is no longer served"
+    finally:
+        assert child.stop() == 0, child.log()

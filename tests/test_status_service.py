@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,34 @@ def test_a_watching_manager_registers_files_it_was_not_told_about(tmp_path: Path
         wait_for(lambda: not manager.is_temp_file(made), message="the delete dropping it")
     # Exit clears only what the program registered itself; watched files go by age.
     assert (nested / "deep").exists()
+
+
+def test_status_judges_with_the_running_services_config_not_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    old = base / "two-hours-old"
+    old.write_text("x")
+    then = time.time() - 7200
+    os.utime(old, (then, then))
+    port = free_port()
+    config = tmp_path / "config.toml"
+    # The service runs with max_age 1 day; then the file is edited (no SIGHUP yet).
+    write_config(config, base, port, max_age="1d", interval="1h")
+    text = config.read_text().replace('[cleanup]', '[cleanup]\nage_by = ["modified"]')
+    config.write_text(text)
+    child = Child(config)
+    try:
+        wait_up(child, f"http://127.0.0.1:{port}")
+        config.write_text(text.replace('max_age = "1d"', 'max_age = "1h"'))
+        assert main(["status", "-c", str(config), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["config_from"] == "service"
+        assert report["would_remove"] == {}, "the service's max_age (1 day) keeps it"
+        assert "config_toml" not in report["service"]
+    finally:
+        assert child.stop() == 0, child.log()
+    assert main(["status", "-c", str(config), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config_from"] == "file" and report["would_remove"] == {"expired": 1}
