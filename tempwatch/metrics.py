@@ -33,7 +33,7 @@ from prometheus_client.exposition import choose_encoder
 from tempwatch.cleaner import PassReport
 from tempwatch.deleter import DeleteResult
 from tempwatch.errors import TempwatchError
-from tempwatch.health import Health
+from tempwatch.health import LEASE_AND_SWEEP, Health
 from tempwatch.policy import Decision, Reason
 
 __all__ = [
@@ -106,6 +106,8 @@ class ServiceFigures(Protocol):
     def pinned_bytes(self) -> int: ...
     @property
     def sweep_denied_processes(self) -> int: ...
+    @property
+    def in_use_check(self) -> str: ...
     @property
     def deleted_open_files(self) -> int: ...
     @property
@@ -237,6 +239,10 @@ class _ServiceCollector:
              figures.registered_bytes if figures else 0),
             ("tempwatch_pinned_bytes", "Bytes over a limit that stay because the files are open.",
              figures.pinned_bytes if figures else self._metrics._last_pinned_bytes),
+            ("tempwatch_lease_in_force",
+             "1 while the kernel lease keeps open files, hidden processes' too; 0 while the "
+             "/proc sweep alone decides.",
+             int(figures is not None and figures.in_use_check == LEASE_AND_SWEEP)),
             ("tempwatch_sweep_denied_processes",
              "Processes the last open-file sweep could not inspect: their open files look closed.",
              figures.sweep_denied_processes if figures else 0),

@@ -23,6 +23,7 @@ import tempwatch
 from tempwatch.cleaner import PassReport
 from tempwatch.deleter import Deleter, DeleteResult, Outcome
 from tempwatch.errors import TempwatchError
+from tempwatch.health import LEASE_AND_SWEEP
 from tempwatch.metrics import Metrics, MetricsServer, error_label
 from tempwatch.policy import Decision, Limits, Reason
 from tempwatch.registry import Registry
@@ -144,6 +145,7 @@ class Figures:
     observer_kind: str | None = None
     pinned_bytes: int = 0
     sweep_denied_processes: int = 0
+    in_use_check: str = LEASE_AND_SWEEP
     deleted_open_files: int = 0
     deleted_open_bytes: int = 0
 
@@ -156,7 +158,7 @@ def test_service_figures_are_read_when_scraped() -> None:
         figures = Figures(
             registered_files=7, registered_bytes=9000, registered_total=12, overflows=2,
             rescans=3, observer_restarts=1, observer_kind="polling", pinned_bytes=512,
-            sweep_denied_processes=4,
+            sweep_denied_processes=4, in_use_check="the /proc sweep alone",
             deleted_open_files=2, deleted_open_bytes=4096,
         )
         second = scrape(server.url)
@@ -169,6 +171,8 @@ def test_service_figures_are_read_when_scraped() -> None:
     assert value(second, "tempwatch_pinned_bytes") == 512
     assert value(first, "tempwatch_sweep_denied_processes") == 0
     assert value(second, "tempwatch_sweep_denied_processes") == 4
+    assert value(first, "tempwatch_lease_in_force") == 1
+    assert value(second, "tempwatch_lease_in_force") == 0
     assert value(second, "temp_files_registered_total") == 12
     assert value(second, "tempwatch_inotify_overflows_total") == 2
     assert value(second, "tempwatch_rescans_total") == 3
