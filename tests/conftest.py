@@ -4,6 +4,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from loguru import logger
@@ -49,3 +50,16 @@ def log_lines() -> Iterator[list[str]]:
     yield lines
     logger.remove(sink)
     logger.disable("tempwatch")
+
+
+@pytest.fixture
+def log_records() -> Iterator[list[Any]]:
+    """Every record the tempwatch logger emits during the test (the library adds no sink)."""
+    records: list[Any] = []
+    logger.enable("tempwatch")
+    sink_id = logger.add(lambda message: records.append(message.record), level="DEBUG")
+    try:
+        yield records
+    finally:
+        logger.remove(sink_id)
+        logger.disable("tempwatch")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,8 +73,16 @@ def hold_open(path: Path | str, mode: str = "r") -> Iterator[int]:
 
     Yields the child's pid; the child closes the file and exits when the block ends.
     """
+    with child_process(_HOLDER, str(path), mode) as proc:
+        yield proc.pid
+
+
+@contextmanager
+def child_process(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """Run Python `code` (dedented) in a child that prints "ready" once it holds what it
+    holds, and waits for its stdin to close: the end of the block."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(path), mode],
+        [sys.executable, "-c", textwrap.dedent(code), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -81,8 +90,8 @@ def hold_open(path: Path | str, mode: str = "r") -> Iterator[int]:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.strip() == "ready", f"holder failed to open {path}"
-        yield proc.pid
+        assert line.strip() == "ready", f"child did not get ready: {line!r} ({args})"
+        yield proc
     finally:
         if proc.stdin is not None:
             proc.stdin.close()

@@ -5,16 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import hold_open
+from support import child_process, hold_open
 
 from tempwatch.cli import main
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
@@ -41,22 +36,6 @@ def _file(path: Path, age_seconds: float = 0, data: bytes = b"data") -> Path:
         then = time.time() - age_seconds
         os.utime(path, (then, then))
     return path
-
-
-@contextmanager
-def _child(code: str, *args: str) -> Iterator[int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        yield proc.pid
-    finally:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.close()
-        proc.wait(timeout=10)
-        proc.stdout.close()
 
 
 def _explain(base: Path, path: Path, config: Config | None = None) -> tuple[str, str]:
@@ -96,7 +75,7 @@ def test_a_file_only_mapped_is_kept_by_the_kernels_answer(base: Path) -> None:
     print("ready", flush=True)
     sys.stdin.read()
     """
-    with _child(mapper, str(mapped)):
+    with child_process(mapper, str(mapped)):
         verdict, why = _explain(base, mapped)
     assert verdict == "kept" and "the kernel refused a lease" in why
 
@@ -110,7 +89,7 @@ def test_a_file_below_a_locked_directory_is_kept(base: Path) -> None:
     print("ready", flush=True)
     sys.stdin.read()
     """
-    with _child(locker, str(base / "locked")):
+    with child_process(locker, str(base / "locked")):
         verdict, why = _explain(base, inner)
     assert verdict == "kept" and f"{base / 'locked'} is locked" in why
 

@@ -14,14 +14,13 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from loguru import logger
-from support import hold_open, wait_for
+from support import child_process, hold_open, wait_for
 
+from tempwatch.cleaner import PassReport
 from tempwatch.config import CleanupConfig, Config, WatchConfig
 from tempwatch.deleter import Deleter, Outcome
 from tempwatch.inuse import LeaseProbe
@@ -34,28 +33,6 @@ from tempwatch.status import gather_status, render_text
 
 is_root = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not is_root, reason="needs root (namespaces, other users)")
-
-
-@contextmanager
-def _child(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
-    """A child running `code`, which prints "ready" once it holds what it holds."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", f"child did not get ready: {line!r}"
-        yield proc
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 _MAPPER = """
@@ -109,16 +86,14 @@ def public_dir() -> Iterator[Path]:
         shutil.rmtree(directory)
 
 
-@pytest.fixture
-def debug_records() -> Iterator[list[Any]]:
-    records: list[Any] = []
-    logger.enable("tempwatch")
-    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
-    try:
-        yield records
-    finally:
-        logger.remove(sink)
-        logger.disable("tempwatch")
+def _expire(base: Path, target: Path) -> PassReport:
+    """One pass over a registry holding only `target`, long expired, with the sweep on."""
+    registry = Registry()
+    registry.add(str(target), 0.0, 4, os.lstat(target).st_ino)
+    return run_pass(
+        registry, Deleter(base), Limits(max_age_seconds=1),
+        open_paths=LazyOpenFiles(str(base)), clock=lambda: 10_000.0,
+    )  # fmt: skip
 
 
 # -- the lease ------------------------------------------------------------------------------
@@ -133,7 +108,7 @@ def test_a_probe_on_the_main_thread_makes_a_lease_break_harmless(base: Path) -> 
     try:
         lease_fd = probe.acquire("f", dir_fd)
         assert lease_fd is not None
-        with _child(_OPENER, str(target)) as opener:
+        with child_process(_OPENER, str(target)) as opener:
             assert opener.stdin is not None and opener.stdout is not None
             opener.stdin.write("go\n")
             opener.stdin.flush()
@@ -154,7 +129,7 @@ def _lease_breaking(fd: int) -> bool:
 
 def test_a_file_only_mapped_by_another_process_is_kept(base: Path) -> None:
     target = _old(base / "mapped", b"x" * 4096)
-    with _child(_MAPPER, str(target)):
+    with child_process(_MAPPER, str(target)):
         assert str(target) not in sweep_open_files(str(base))  # the sweep cannot see it
         result = Deleter(base).delete(target)
         assert result.outcome is Outcome.IN_USE
@@ -173,12 +148,7 @@ def test_an_o_path_holder_is_not_seen_by_the_lease_but_by_the_sweep(base: Path) 
     target = _old(base / "o-path")
     with hold_open(target, "path"):
         assert str(target) in sweep_open_files(str(base))
-        registry = Registry()
-        registry.add(str(target), 0.0, 4, os.lstat(target).st_ino)
-        report = run_pass(
-            registry, Deleter(base), Limits(max_age_seconds=1),
-            open_paths=LazyOpenFiles(str(base)), clock=lambda: 10_000.0,
-        )  # fmt: skip
+        report = _expire(base, target)
         assert [d.path for d in report.skipped_open] == [str(target)]
         assert target.exists()
 
@@ -252,7 +222,7 @@ def test_a_locked_directory_keeps_everything_below_it(base: Path, mode: str) -> 
     inner = _old(locked / "f")
     deeper = _old(locked / "sub" / "g")
     free = _old(base / "free" / "h")
-    with _child(_DIR_LOCKER, str(locked), mode):
+    with child_process(_DIR_LOCKER, str(locked), mode):
         results = list(Deleter(base).delete_many([(inner, None), (deeper, None), (free, None)]))
         assert [r.outcome for r in results] == [Outcome.LOCKED, Outcome.LOCKED, Outcome.DELETED]
         assert inner.exists() and deeper.exists()
@@ -263,7 +233,7 @@ def test_a_locked_directory_keeps_everything_below_it(base: Path, mode: str) -> 
 
 
 def test_a_locked_file_is_kept_and_its_holder_named(
-    base: Path, debug_records: list[Any]
+    base: Path, log_records: list[Any]
 ) -> None:
     target = _old(base / "app.lock")
     locker = """
@@ -273,16 +243,11 @@ def test_a_locked_file_is_kept_and_its_holder_named(
     print("ready", flush=True)
     sys.stdin.read()
     """
-    with _child(locker, str(target)) as child:
-        registry = Registry()
-        registry.add(str(target), 0.0, 4, os.lstat(target).st_ino)
-        report = run_pass(
-            registry, Deleter(base), Limits(max_age_seconds=1),
-            open_paths=LazyOpenFiles(str(base)), clock=lambda: 10_000.0,
-        )  # fmt: skip
+    with child_process(locker, str(target)) as child:
+        report = _expire(base, target)
         assert target.exists()
         assert report.holders[str(target)].startswith(f"pid {child.pid} (python")
-    skipped = [r for r in debug_records if r["extra"].get("event") == "skipped-open"]
+    skipped = [r for r in log_records if r["extra"].get("event") == "skipped-open"]
     assert skipped and f"pid {child.pid}" in skipped[0]["extra"]["holders"]
     assert "user root" in skipped[0]["extra"]["holders"] or not is_root
 
@@ -297,7 +262,7 @@ def test_an_eviction_plans_around_a_file_the_sweep_cannot_see(base: Path) -> Non
     for when, path in enumerate([oldest, *others]):
         registry.add(str(path), float(when), path.stat().st_size, path.stat().st_ino)
     limits = Limits(max_age_seconds=3600, max_files=3, low_watermark=1.0)  # one must go
-    with _child(_MAPPER, str(oldest)):
+    with child_process(_MAPPER, str(oldest)):
         report = run_eviction(
             registry, Deleter(base), limits, open_paths=NO_OPEN_FILES, clock=lambda: 10.0
         )
@@ -344,7 +309,7 @@ def test_status_and_the_service_report_deleted_files_still_open(base: Path) -> N
 
 
 def test_the_service_says_once_when_the_sweep_alone_decides(
-    base: Path, debug_records: list[Any]
+    base: Path, log_records: list[Any]
 ) -> None:
     config = Config(
         watch=WatchConfig(base_dir=base),
@@ -354,7 +319,7 @@ def test_the_service_says_once_when_the_sweep_alone_decides(
         service.run_pass_now()
         service.run_pass_now()
         assert service.stats.in_use_check == "/proc sweep only (cleanup.lease_probe = false)"
-    said = [r for r in debug_records if r["extra"].get("event") == "lease-fallback"]
+    said = [r for r in log_records if r["extra"].get("event") == "lease-fallback"]
     assert len(said) == 1
     with Service(Config(watch=WatchConfig(base_dir=base))) as service:
         service.run_pass_now()
@@ -376,13 +341,8 @@ def test_a_file_open_by_another_user_is_kept_and_the_user_named(public_dir: Path
     print("ready", flush=True)
     sys.stdin.read()
     """
-    with _child(holder, str(target)) as child:
-        registry = Registry()
-        registry.add(str(target), 0.0, 4, os.lstat(target).st_ino)
-        report = run_pass(
-            registry, Deleter(base), Limits(max_age_seconds=1),
-            open_paths=LazyOpenFiles(str(base)), clock=lambda: 10_000.0,
-        )  # fmt: skip
+    with child_process(holder, str(target)) as child:
+        report = _expire(base, target)
         assert target.exists()
         named = report.holders[str(target)]
         assert named.startswith(f"pid {child.pid} (") and named.endswith(", user nobody)")

@@ -44,19 +44,6 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def log_records() -> Iterator[list[Any]]:
-    """Every record the tempwatch logger emits during the test (the library adds no sink)."""
-    records: list[Any] = []
-    logger.enable("tempwatch")
-    sink_id = logger.add(lambda message: records.append(message.record), level="DEBUG")
-    try:
-        yield records
-    finally:
-        logger.remove(sink_id)
-        logger.disable("tempwatch")
-
-
 def _touch(path: Path, data: bytes = b"x") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
