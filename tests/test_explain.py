@@ -53,9 +53,10 @@ def test_an_expired_file_would_go_and_a_young_one_stays(base: Path) -> None:
     assert verdict == "kept" and "expires in 59m" in why
 
 
-def test_an_open_file_is_kept_naming_its_holder(base: Path) -> None:
+@pytest.mark.parametrize("mode", ["r", "w", "path"])
+def test_an_open_file_is_kept_naming_its_holder(base: Path, mode: str) -> None:
     held = _file(base / "held", 3 * 3600)
-    with hold_open(held, "r") as pid:
+    with hold_open(held, mode) as pid:
         verdict, why = _explain(base, held)
     assert verdict == "kept"
     assert why.startswith("expired") and f"open by pid {pid} (" in why

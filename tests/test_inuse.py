@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from support import child_process, hold_open, wait_for
 
-from tempwatch.cleaner import PassReport
+from tempwatch.cleaner import PassReport, log_pinned
 from tempwatch.config import CleanupConfig, Config, WatchConfig
 from tempwatch.deleter import Deleter, Outcome
 from tempwatch.inuse import LeaseProbe
@@ -348,3 +348,32 @@ def test_a_file_open_by_another_user_is_kept_and_the_user_named(public_dir: Path
         assert named.startswith(f"pid {child.pid} (") and named.endswith(", user nobody)")
         # Without the sweep, the kernel alone still keeps it.
         assert Deleter(base).delete(target).outcome is Outcome.IN_USE
+
+
+def test_the_probe_leaves_the_access_time_and_the_registry_alone(base: Path) -> None:
+    target = _old(base / "kept-young", b"x")
+    before = os.lstat(target)
+    with hold_open(target, "r"):
+        assert Deleter(base).delete(target).outcome is Outcome.IN_USE
+    after = os.lstat(target)
+    assert (after.st_atime_ns, after.st_mtime_ns) == (before.st_atime_ns, before.st_mtime_ns)
+
+
+def test_the_pinned_warning_names_the_top_holders(
+    base: Path, log_records: list[Any]
+) -> None:
+    held = [_old(base / f"held-{i}") for i in range(3)]
+    registry = Registry()
+    for when, path in enumerate(held):
+        registry.add(str(path), float(when), 4, os.lstat(path).st_ino)
+    limits = Limits(max_age_seconds=3600, max_files=1, low_watermark=1.0)
+    with hold_open(held[0], "r") as first, hold_open(held[1], "r"), hold_open(held[2], "r"):
+        report = run_eviction(
+            registry, Deleter(base), limits, open_paths=sweep_open_files(str(base)),
+            clock=lambda: 10.0,
+        )  # fmt: skip
+        assert report.pinned_files >= 2
+        log_pinned(report)
+    [warning] = [r for r in log_records if r["extra"].get("event") == "pinned"]
+    assert f"held by pid {first} (" in str(warning["message"])
+    assert "(1 files)" in warning["extra"]["holders"]
