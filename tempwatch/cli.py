@@ -16,7 +16,7 @@ from typing import TextIO
 from tempwatch.cleaner import PassReport
 from tempwatch.config import Config, load_config
 from tempwatch.deleter import DeleteResult
-from tempwatch.errors import ConfigError, OutsideBaseDirError, TempwatchError
+from tempwatch.errors import ConfigError, TempwatchError
 from tempwatch.logsetup import configure_logging
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles
 from tempwatch.policy import Decision
@@ -164,19 +164,22 @@ def _status(config: Config, *, as_json: bool) -> int:
 
 def _explain(config: Config, paths: Sequence[str], *, as_json: bool) -> int:
     """Explain each path; 2 if one lies outside every configured directory, else 0."""
-    from tempwatch.explain import explain_path, render_text
+    from tempwatch.explain import explain_path, governing_directory, render_text
 
-    open_paths = (
-        LazyOpenFiles(str(config.watch.base_dir)) if config.cleanup.skip_open_files
-        else NO_OPEN_FILES
-    )
+    sweeps: dict[str, LazyOpenFiles] = {}  # one sweep per directory asked about
     found, status = [], 0
     for path in paths:
-        try:
-            found.append(explain_path(path, config, open_paths=open_paths))
-        except OutsideBaseDirError as e:
-            _fail(f"{e}: not governed by tempwatch")
+        directory = governing_directory(path, config)
+        if directory is None:
+            _fail(f"{path} is below no configured directory: not governed by tempwatch")
             status = 2
+            continue
+        base = str(directory.watch.base_dir)
+        open_paths = (
+            sweeps.setdefault(base, LazyOpenFiles(base)) if directory.cleanup.skip_open_files
+            else NO_OPEN_FILES
+        )
+        found.append(explain_path(path, directory, open_paths=open_paths))
     if as_json:
         print("[" + ",\n".join(facts.to_json() for facts in found) + "]")
     else:

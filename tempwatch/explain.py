@@ -27,7 +27,7 @@ from tempwatch.openfiles import NO_OPEN_FILES, OpenFileSet
 from tempwatch.policy import Reason, plan_pass
 from tempwatch.units import format_age, format_duration, printable
 
-__all__ = ["Explanation", "explain_path", "render_text", "verdict"]
+__all__ = ["Explanation", "explain_path", "governing_directory", "render_text", "verdict"]
 
 _LEASE_FREE = "free"
 
@@ -60,6 +60,24 @@ class Explanation:
         return json.dumps(asdict(self), indent=2)
 
 
+def governing_directory(path: str, config: Config) -> Config | None:
+    """The configured directory that governs `path`: the innermost one containing it (a
+    directory configured inside another is governed by its own entry), or None."""
+    absolute = _judged_path(path)
+    inside = [
+        directory for directory in config.each_directory()
+        if absolute.startswith(str(directory.watch.base_dir).rstrip("/") + "/")
+    ]  # fmt: skip
+    return max(inside, key=lambda d: len(str(d.watch.base_dir)), default=None)
+
+
+def _judged_path(path: str) -> str:
+    # A path given through a symlinked parent is judged where it really is, as the deleter
+    # would reach it; the final name is not resolved (a symlink is judged as a link).
+    head, tail = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(head), tail)
+
+
 def explain_path(
     path: str,
     config: Config,
@@ -67,14 +85,11 @@ def explain_path(
     open_paths: Container[str] = NO_OPEN_FILES,
     clock: Callable[[], float] = time.time,
 ) -> Explanation:
-    """Gather the facts about `path` and judge it. Raises OutsideBaseDirError when no
-    configured directory contains it."""
+    """Gather the facts about `path` and judge it by the settings of `config`, one
+    directory's (see `governing_directory`). Raises OutsideBaseDirError when it is not below
+    that directory."""
     base = str(config.watch.base_dir)
-    absolute = os.path.abspath(path)
-    # A path given through a symlinked parent is judged where it really is, as the deleter
-    # would reach it; the final name is not resolved (a symlink is judged as a link).
-    head, tail = os.path.split(absolute)
-    absolute = os.path.join(os.path.realpath(head), tail)
+    absolute = _judged_path(path)
     if not absolute.startswith(base.rstrip("/") + "/"):
         raise OutsideBaseDirError(f"{printable(path)} is not below {printable(base)}")
     facts = Explanation(path=absolute, directory=base, kind="missing")

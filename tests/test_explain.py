@@ -135,3 +135,28 @@ def test_the_command_answers_in_text_and_json_and_exits_2_for_an_outside_path(
     captured = capsys.readouterr()
     assert code == 2 and "not governed by tempwatch" in captured.err
     assert old.exists()  # explaining deletes nothing
+
+
+def test_several_directories_the_innermost_governs(
+    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = base / "app"
+    app.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[cleanup]\nage_by = ["modified"]\n'
+        f'[[directory]]\npath = "{base}"\nmax_age = "10d"\n'
+        f'[[directory]]\npath = "{app}"\nmax_age = "1h"\n'
+        f'[[directory.rule]]\nmatch = "*.pid"\nkeep = true\n'
+    )
+    outer = _file(base / "report.txt", 3 * 3600)
+    inner = _file(app / "cache.bin", 3 * 3600)
+    pid = _file(app / "app.pid", 3 * 3600)
+    code = main(["explain", "-c", str(config), "--json", str(outer), str(inner), str(pid)])
+    assert code == 0
+    answers = {Path(a["path"]).name: a for a in json.loads(capsys.readouterr().out)}
+    assert answers["report.txt"]["directory"] == str(base)
+    assert answers["report.txt"]["verdict"] == "kept"  # 3 h against 10 days
+    assert answers["cache.bin"]["directory"] == str(app)
+    assert answers["cache.bin"]["verdict"] == "would delete"
+    assert answers["app.pid"]["why"] == 'rule 1 ("*.pid") says keep = true'
