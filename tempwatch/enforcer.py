@@ -16,8 +16,8 @@ from collections.abc import Callable
 from tempwatch.cleaner import CleanupListener, PassReport, log_pinned
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
+from tempwatch.directory import pace_of
 from tempwatch.lognoise import SaidOnce
-from tempwatch.oneshot import pace_of
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
 from tempwatch.pacing import Pacer, Pause
 from tempwatch.policy import Limits

@@ -19,10 +19,11 @@ from datetime import datetime, timezone
 
 from tempwatch.age import last_used_at
 from tempwatch.config import Config
+from tempwatch.directory import limits_of, own_files, rules_of
 from tempwatch.errors import OutsideBaseDirError
 from tempwatch.globs import is_excluded
 from tempwatch.inuse import InUse, LeaseProbe, is_dir_locked
-from tempwatch.oneshot import limits_of, own_files, read_disk, rules_of
+from tempwatch.oneshot import read_disk
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFileSet
 from tempwatch.policy import Reason, plan_pass
 from tempwatch.units import format_age, format_duration, printable

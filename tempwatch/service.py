@@ -32,14 +32,7 @@ from tempwatch.blindspots import SweepVisibility
 from tempwatch.cleaner import CleanupListener, PassReport
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
-from tempwatch.dirfd import DirIdentity
-from tempwatch.enforcer import Enforcer
-from tempwatch.errors import TempwatchError
-from tempwatch.globs import is_excluded
-from tempwatch.health import LEASE_AND_SWEEP
-from tempwatch.instance import InstanceLock, ensure_base_dir
-from tempwatch.lognoise import SaidOnce, capped, log_in_full
-from tempwatch.oneshot import (
+from tempwatch.directory import (
     deleter_for,
     limits_of,
     open_files_for,
@@ -48,6 +41,13 @@ from tempwatch.oneshot import (
     remove_empty_dirs,
     rules_of,
 )
+from tempwatch.dirfd import DirIdentity
+from tempwatch.enforcer import Enforcer
+from tempwatch.errors import TempwatchError
+from tempwatch.globs import is_excluded
+from tempwatch.health import LEASE_AND_SWEEP
+from tempwatch.instance import InstanceLock, ensure_base_dir
+from tempwatch.lognoise import SaidOnce, capped, log_in_full
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, OpenFileSet, sweep_open_files
 from tempwatch.pacing import Pacer
 from tempwatch.registry import Registry

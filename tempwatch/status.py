@@ -15,10 +15,11 @@ from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
 
 from tempwatch.config import Config, parse_effective_config
+from tempwatch.directory import limits_of
 from tempwatch.errors import ConfigError
 from tempwatch.healthsocket import ServiceUnreachable, ask_health
 from tempwatch.instance import LOCK_FILE_NAME
-from tempwatch.oneshot import limits_of, read_disk
+from tempwatch.oneshot import read_disk
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, describe_holders
 from tempwatch.policy import plan_pass
 from tempwatch.units import format_age, format_size, printable

@@ -11,7 +11,8 @@ from support import wait_for
 
 from tempwatch.age import DEFAULT_AGE_BY
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
-from tempwatch.oneshot import clean_once, limits_of
+from tempwatch.directory import limits_of
+from tempwatch.oneshot import clean_once
 from tempwatch.policy import Limits, Reason, plan_pass
 from tempwatch.registry import Entry
 from tempwatch.rules import Rule, RuleSet, rule_for
