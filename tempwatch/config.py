@@ -40,6 +40,7 @@ from tempwatch.configkeys import (
     to_base_dir,
 )
 from tempwatch.errors import ConfigError
+from tempwatch.pressure import FreeAmount
 from tempwatch.units import render_value
 
 __all__ = [
@@ -70,6 +71,8 @@ ENV_VARS: Mapping[str, str] = {
     "TEMP_FILE_AGE_BY": "cleanup.age_by",
     "TEMP_FILE_CLEANUP_INTERVAL": "cleanup.interval",
     "MAX_TEMP_FILES": "limits.max_files",
+    "TEMP_FILE_MIN_FREE_SPACE": "limits.min_free_space",
+    "TEMP_FILE_MIN_FREE_INODES": "limits.min_free_inodes",
     "TEMP_FILE_SIZE_LIMIT": "limits.max_file_size",
     "TEMP_FILE_SECURE_DELETE": "cleanup.secure_delete",
     "TEMP_FILE_PERMISSION_MASK": "cleanup.permission_mask",
@@ -131,12 +134,18 @@ class CleanupConfig:
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    """Eviction limits; 0 means unlimited. Eviction stops at low_watermark * limit."""
+    """Eviction limits; 0 means unlimited. Eviction stops at low_watermark * limit.
+
+    `min_free_space` and `min_free_inodes` (None: off) are what the filesystem holding
+    base_dir must keep free, absolute or as a percentage of it: see `tempwatch.pressure`.
+    """
 
     max_files: int = 10000
     max_file_size_bytes: int = 100 * 1024**2
     max_total_size_bytes: int = 0
     low_watermark: float = 0.9
+    min_free_space: FreeAmount | None = None
+    min_free_inodes: FreeAmount | None = None
 
 
 @dataclass(frozen=True, slots=True)

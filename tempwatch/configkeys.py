@@ -17,6 +17,7 @@ from typing import Any, Literal
 from tempwatch.age import AGE_SOURCES, AgeBy, age_by_of
 from tempwatch.basedir import resolve_base_dir
 from tempwatch.errors import ConfigError
+from tempwatch.pressure import FreeAmount
 from tempwatch.units import parse_duration, parse_size, render_value
 
 __all__ = [
@@ -130,6 +131,47 @@ def _to_watermark(value: object, label: str, origin: Origin) -> float:
     raise invalid(label, "a number in (0, 1]", value)
 
 
+_PERCENT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*%\s*")
+
+
+def _percent(value: object) -> FreeAmount | None:
+    """A percentage of the filesystem ("10%"), strictly between 0 and 100; None if not one."""
+    match = _PERCENT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    percent = float(match.group(1))
+    return FreeAmount(percent, is_percent=True) if 0 < percent < 100 else None
+
+
+def _to_free_space(value: object, label: str, origin: Origin) -> FreeAmount | None:
+    if isinstance(value, str) and "%" in value:
+        amount = _percent(value)
+        if amount is None:
+            raise invalid(label, 'a percentage above 0% and below 100%, like "10%"', value)
+        return amount
+    try:
+        size = parse_size(value, label)
+    except ConfigError as e:
+        expected = 'a size (bytes, or "512MiB", "5GiB") or a percentage like "10%"; 0 is off'
+        raise invalid(label, expected, value) from e
+    return FreeAmount(size) if size else None
+
+
+def _to_free_inodes(value: object, label: str, origin: Origin) -> FreeAmount | None:
+    amount = _percent(value)
+    if amount is not None:
+        return amount
+    count: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        count = value
+    elif isinstance(value, str) and _ENV_INT.fullmatch(value):
+        count = int(value)
+    if count is None or count < 0:
+        expected = 'an inode count >= 0 or a percentage like "5%"; 0 is off'
+        raise invalid(label, expected, value)
+    return FreeAmount(count) if count else None
+
+
 def _to_text(value: object, label: str, origin: Origin) -> str:
     if isinstance(value, str) and value.strip() and value.isprintable():
         return value.strip()
@@ -235,6 +277,8 @@ KEYS: dict[str, _Key] = {
     "limits.max_file_size": _Key("max_file_size_bytes", _to_size),
     "limits.max_total_size": _Key("max_total_size_bytes", _to_size),
     "limits.low_watermark": _Key("low_watermark", _to_watermark),
+    "limits.min_free_space": _Key("min_free_space", _to_free_space),
+    "limits.min_free_inodes": _Key("min_free_inodes", _to_free_inodes),
     "log.level": _Key("level", _one_of(LOG_LEVELS, upper=True)),
     "log.format": _Key("format", _one_of(_LOG_FORMATS)),
     "log.file": _Key("file", _to_log_file),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tempwatch.age import AGE_SOURCES
 from tempwatch.directories import DIRECTORY_KEYS
 from tempwatch.errors import ConfigError
+from tempwatch.pressure import FreeAmount
 from tempwatch.rules import Rule
 from tempwatch.units import format_duration, format_size, parse_duration, parse_size
 
@@ -120,6 +121,8 @@ def _tables(config: Config) -> dict[str, dict[str, object]]:
             "max_file_size": _human_size(limits.max_file_size_bytes),
             "max_total_size": _human_size(limits.max_total_size_bytes),
             "low_watermark": limits.low_watermark,
+            "min_free_space": _free_space(limits.min_free_space),
+            "min_free_inodes": _free_inodes(limits.min_free_inodes),
         },
         "log": {key: value for key, value in log_table.items() if value is not None},
         "metrics": {
@@ -141,6 +144,18 @@ def _human_duration(seconds: float) -> str | float:
 
 def _human_duration_or_zero(seconds: float) -> str | float | int:
     return 0 if seconds == 0 else _human_duration(seconds)
+
+
+def _free_space(amount: FreeAmount | None) -> str | int:
+    if amount is None:
+        return 0  # off
+    return str(amount) if amount.is_percent else _human_size(int(amount.value))
+
+
+def _free_inodes(amount: FreeAmount | None) -> str | int:
+    if amount is None:
+        return 0  # off
+    return str(amount) if amount.is_percent else int(amount.value)
 
 
 def _human_size(size_bytes: int) -> str | int:

@@ -6,9 +6,11 @@
   not being registered or cleaned: a supervisor or an operator should look.
 - degraded (HTTP 200): the observer fell back to polling, or some directories could not
   be watched (inotify's limits), or a limit is exceeded only because the files that would
-  go are held open, or no cleanup pass has run for longer than twice the interval (plus a
-  grace), or the open-file check could not inspect some processes (their open files look
-  closed). It still works; an operator should look.
+  go are held open, or the filesystem stays below its free-space or free-inode watermark
+  (what would have to go is open, or the space is used outside the watched directories),
+  or no cleanup pass has run for longer than twice the interval (plus a grace), or the
+  open-file check could not inspect some processes (their open files look closed). It
+  still works; an operator should look.
 - healthy (HTTP 200): otherwise.
 
 Degraded answers 200 on purpose: a liveness probe that restarted the service because a
@@ -103,6 +105,7 @@ def assess(
     observer_fallback: str | None = None,
     unwatched_dirs: int = 0,
     in_use_check: str = "",
+    pressure_problem: str | None = None,
 ) -> Health:
     """Judge the service's health from facts gathered by the caller; all times are epoch seconds.
 
@@ -110,9 +113,10 @@ def assess(
     observer_alive, base_dir_exists, base_dir_problem (what base_dir became, or null),
     observer_fallback (why inotify is not used, or null), unwatched_dirs,
     last_pass_at (ISO 8601 UTC or null), seconds_since_last_pass, pass_overdue,
-    limit_pinned, sweep_denied_processes, started_at, uptime_seconds and in_use_check (how
-    "in use" is decided now: the lease falls back to the sweep alone where the filesystem
-    or the service's rights refuse leases).
+    limit_pinned, sweep_denied_processes, pressure_problem (why the free-space or
+    free-inode watermark cannot be held, or null), started_at, uptime_seconds and
+    in_use_check (how "in use" is decided now: the lease falls back to the sweep alone
+    where the filesystem or the service's rights refuse leases).
     """
     overdue = is_pass_overdue(
         now=now,
@@ -139,6 +143,8 @@ def assess(
         )
     if limit_pinned:
         warnings.append("a limit is exceeded, but the files that would go are held open")
+    if pressure_problem is not None:
+        warnings.append(f"disk pressure: {pressure_problem}")
     if sweep_denied_processes and in_use_check != LEASE_AND_SWEEP:
         # With the lease in force their files are still kept: only their names are missing.
         warnings.append(
@@ -170,6 +176,7 @@ def assess(
         "pass_overdue": overdue,
         "limit_pinned": limit_pinned,
         "sweep_denied_processes": sweep_denied_processes,
+        "pressure_problem": pressure_problem,
         "started_at": _iso(started_at),
         "uptime_seconds": round(now - started_at, 3),
         "in_use_check": in_use_check,
@@ -200,6 +207,8 @@ class ServiceState(Protocol):
     def unwatched_dirs(self) -> int: ...
     @property
     def in_use_check(self) -> str: ...
+    @property
+    def pressure_problem(self) -> str | None: ...
 
 
 def assess_service(
@@ -228,6 +237,7 @@ def assess_service(
         observer_fallback=state.observer_fallback,
         unwatched_dirs=state.unwatched_dirs,
         in_use_check=state.in_use_check,
+        pressure_problem=state.pressure_problem,
     )
 
 

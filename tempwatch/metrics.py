@@ -35,6 +35,7 @@ from tempwatch.deleter import DeleteResult
 from tempwatch.errors import TempwatchError
 from tempwatch.health import LEASE_AND_SWEEP, Health
 from tempwatch.policy import Decision, Reason
+from tempwatch.reclaim import PressureState
 
 __all__ = [
     "AGE_BUCKETS_SECONDS",
@@ -112,6 +113,8 @@ class ServiceFigures(Protocol):
     def deleted_open_files(self) -> int: ...
     @property
     def deleted_open_bytes(self) -> int: ...
+    @property
+    def pressure(self) -> PressureState: ...
 
 
 class Metrics:
@@ -255,6 +258,8 @@ class _ServiceCollector:
         )  # fmt: skip
         for name, text, value in gauges:
             yield GaugeMetricFamily(name, text, value=value)
+        if figures is not None:
+            yield from _pressure_gauges(figures.pressure)
         info = GaugeMetricFamily(
             "tempwatch_build_info",
             "Version of tempwatch and Python, and the observer in use.",
@@ -300,6 +305,33 @@ class LabelledMetrics:
         """The exposition for an HTTP Accept header: (body, content type)."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+
+def _pressure_gauges(state: PressureState) -> Iterator[Metric]:
+    """The filesystem's free space as the service last saw it, and the watermarks in force:
+    only once a watermark is set and the filesystem was read (no fake zeros to alert on)."""
+    usage, targets = state.usage, state.targets
+    if usage is None or targets is None:
+        return
+    gauges = (
+        ("tempwatch_fs_free_bytes", "Free bytes of base_dir's filesystem, as last seen.",
+         usage.free_bytes),
+        ("tempwatch_fs_free_inodes", "Free inodes of base_dir's filesystem, as last seen.",
+         usage.free_inodes),
+        ("tempwatch_fs_size_bytes", "Size of base_dir's filesystem.", usage.total_bytes),
+        ("tempwatch_fs_min_free_bytes", "The free-space watermark in bytes (0: off).",
+         targets.min_free_bytes),
+        ("tempwatch_fs_min_free_inodes", "The free-inode watermark (0: off).",
+         targets.min_free_inodes),
+        ("tempwatch_fs_pressure_pinned_bytes",
+         "Bytes that would go to get back above the watermark but are open.",
+         state.pinned_bytes),
+        ("tempwatch_fs_outside_bytes",
+         "The filesystem's use that is not a file of the watched directories.",
+         state.outside_bytes),
+    )  # fmt: skip
+    for name, text, value in gauges:
+        yield GaugeMetricFamily(name, text, value=value)
 
 
 class _Server(ThreadingHTTPServer):

@@ -38,6 +38,8 @@ class Reason(str, Enum):
     OVER_COUNT = "over-count"
     OVER_QUOTA = "over-quota"
     FORCED = "forced"
+    LOW_SPACE = "low-space"  # the filesystem's free space is below min_free_space
+    LOW_INODES = "low-inodes"  # its free inodes are below min_free_inodes
 
     @property
     def label(self) -> str:

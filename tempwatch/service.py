@@ -9,7 +9,9 @@ young), then starts four threads:
 - enforcer: woken by the watcher when the count or the quota is exceeded or an oversize
   file was closed; sweeps the open files once, outside the registry lock, then evicts the
   oldest files that are not open. While a limit stays exceeded (the files that would go are
-  open) it backs off instead of sweeping on every event;
+  open) it backs off instead of sweeping on every event. With a free-space or free-inode
+  watermark it also reads the filesystem's figures, every few hundred milliseconds while
+  files are written and every second otherwise (`tempwatch.reclaim`);
 - rescan: reconciles the registry with the disk every `watch.rescan_interval_seconds`, and
   promptly after an inotify overflow, an unwatched directory or an observer restart;
 - monitor: restarts a dead observer, and stops all cleaning while base_dir is not the
@@ -50,6 +52,7 @@ from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.lognoise import SaidOnce, capped, log_in_full
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, OpenFileSet, sweep_open_files
 from tempwatch.pacing import Pacer
+from tempwatch.reclaim import PressureState, Reclaimer, watermarks_of
 from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, rescan
 from tempwatch.rounds import run_pass
@@ -87,6 +90,12 @@ class ServiceStats:
     deleted_open_files: int = 0
     deleted_open_bytes: int = 0
     in_use_check: str = LEASE_AND_SWEEP
+    pressure: PressureState = PressureState()  # the filesystem's free space, last seen
+
+    @property
+    def pressure_problem(self) -> str | None:
+        """Why the free-space or free-inode watermark cannot be held; None when it is."""
+        return self.pressure.problem
 
 
 class Service:
@@ -141,6 +150,12 @@ class Service:
             self.registry, base_dir=self._base_dir, sweep=self._sweep, clock=clock,
             listener=listener, act_lock=self._act_lock, pause=self._stopping.wait,
             should_stop=self._stopping.is_set, said=self._said,
+        )
+        self._watermarks = watermarks_of(config)
+        self._reclaimer = Reclaimer(
+            self.registry, base_dir=self._base_dir, sweep=self._sweep, clock=clock,
+            listener=listener, act_lock=self._act_lock, should_stop=self._stopping.is_set,
+            said=self._said,
         )
         self._rescan_reasons: set[str] = set()
         self._rescan_lock = threading.Lock()
@@ -251,6 +266,7 @@ class Service:
             deleted_open_files=self._deleted_open[0],
             deleted_open_bytes=self._deleted_open[1],
             in_use_check=self._in_use_check(),
+            pressure=self._reclaimer.state,
         )
 
     @property
@@ -301,6 +317,8 @@ class Service:
             # Sweeps here if the pass needed no sweep: once per pass, for the metric.
             deleted = open_paths.deleted
             self._deleted_open = (len(deleted), sum(d.size_bytes for d in deleted))
+        if not self._stopping.is_set():
+            self._reclaimer.check(config, self._watermarks, deleter, full_pass=True)
         return report
 
     def _in_use_check(self) -> str:
@@ -358,6 +376,7 @@ class Service:
             self._supervisor.watcher.skip_paths = own
         self._config = config
         self._limits = limits_of(config)
+        self._watermarks = watermarks_of(config)
         self._own = own
         try:
             self._deleter = deleter_for(config, self._supervisor.guard.identity)
@@ -370,7 +389,9 @@ class Service:
     # -- watcher callbacks (on watchdog's threads: quick, never blocking) ---------------
 
     def _on_change(self) -> None:
-        if self._enforcer.is_over_limits(self._limits):
+        if self._enforcer.is_over_limits(self._limits) or (
+            self._watermarks.is_set and self._reclaimer.note_written()
+        ):
             self._wake_enforcer.set()
 
     def _on_closed(self, path: str, size_bytes: int) -> None:
@@ -408,13 +429,24 @@ class Service:
                 logger.opt(exception=True).bind(event="pass-error").error("cleanup pass failed")
 
     def _enforcer_loop(self) -> None:
-        while self._wait(self._wake_enforcer, None) is not None:
-            delay = self._enforcer.backoff_remaining()
-            if delay > 0 and self._stopping.wait(delay):
+        pending = False  # woken for the limits, held back by the enforcer's back-off
+        while True:
+            timeout = self._reclaimer.wait_seconds(self._watermarks)
+            if pending:  # the free-space checks go on while the limits back off
+                delay = self._enforcer.backoff_remaining()
+                timeout = delay if timeout is None else min(timeout, delay)
+            woken = self._wait(self._wake_enforcer, timeout)
+            if woken is None:
                 return
+            pending = pending or woken
             config = self._config
             if self._supervisor.guard.problem is not None:
+                pending = False
                 continue  # base_dir is not ours to clean now
+            self._check_pressure(config)
+            if not pending or self._enforcer.backoff_remaining() > 0:
+                continue
+            pending = False
             try:
                 self._enforcer.enforce(config, self._limits, self._require_deleter())
             except Exception:
@@ -422,6 +454,14 @@ class Service:
                     "limit enforcement failed"
                 )
                 self._enforcer.back_off(config.cleanup.interval_seconds)
+
+    def _check_pressure(self, config: Config) -> None:
+        try:
+            self._reclaimer.check(config, self._watermarks, self._require_deleter())
+        except Exception:
+            logger.opt(exception=True).bind(event="pressure-error").error(
+                "free-space check failed"
+            )
 
     def _rescan_loop(self) -> None:
         interval = self._config.watch.rescan_interval_seconds

@@ -24,6 +24,7 @@ from tempwatch.config import (
     load_config,
 )
 from tempwatch.errors import ConfigError
+from tempwatch.pressure import FreeAmount
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -96,6 +97,8 @@ max_files = 0
 max_file_size = "1GB"
 max_total_size = "2GiB"
 low_watermark = 0.5
+min_free_space = "12.5%"
+min_free_inodes = 5000
 
 [log]
 level = "debug"
@@ -145,6 +148,8 @@ def test_every_toml_key_sets_its_field(tmp_path: Path) -> None:
             max_file_size_bytes=10**9,
             max_total_size_bytes=2 * 1024**3,
             low_watermark=0.5,
+            min_free_space=FreeAmount(12.5, is_percent=True),
+            min_free_inodes=FreeAmount(5000),
         ),
         log=LogConfig(
             level="DEBUG",
@@ -232,6 +237,12 @@ def test_a_broken_file_value_is_reported_even_when_overridden(tmp_path: Path) ->
         ("TEMP_FILE_CLEANUP_THREADS", "4", "cleanup", "threads", 4),
         ("TEMP_FILE_CLEANUP_TIMEOUT", "30", "cleanup", "pass_timeout_seconds", 30.0),
         ("TEMP_FILE_CLEANUP_TIMEOUT", "1m30s", "cleanup", "pass_timeout_seconds", 90.0),
+        ("TEMP_FILE_MIN_FREE_SPACE", "10%", "limits", "min_free_space", FreeAmount(10, True)),
+        ("TEMP_FILE_MIN_FREE_SPACE", "5GiB", "limits", "min_free_space",
+         FreeAmount(5 * 1024**3)),
+        ("TEMP_FILE_MIN_FREE_INODES", "2.5 %", "limits", "min_free_inodes",
+         FreeAmount(2.5, True)),
+        ("TEMP_FILE_MIN_FREE_INODES", "1000", "limits", "min_free_inodes", FreeAmount(1000)),
     ],
 )
 def test_each_environment_variable(
@@ -364,6 +375,18 @@ INVALID_TOML_VALUES = [
     ("limits.low_watermark", "nan", "nan"),
     ("limits.low_watermark", "true", "True"),
     ("limits.low_watermark", '"0.9"', '"0.9"'),
+    ("limits.min_free_space", '"100%"', '"100%"'),
+    ("limits.min_free_space", '"0%"', '"0%"'),
+    ("limits.min_free_space", '"-5%"', '"-5%"'),
+    ("limits.min_free_space", '"ten percent"', '"ten percent"'),
+    ("limits.min_free_space", "-1", "-1"),
+    ("limits.min_free_space", "0.5", "0.5"),
+    ("limits.min_free_space", "true", "True"),
+    ("limits.min_free_inodes", '"5GiB"', '"5GiB"'),
+    ("limits.min_free_inodes", '"150%"', '"150%"'),
+    ("limits.min_free_inodes", "-3", "-3"),
+    ("limits.min_free_inodes", "2.5", "2.5"),
+    ("limits.min_free_inodes", "false", "False"),
     ("log.level", '"verbose"', '"verbose"'),
     ("log.level", "10", "10"),
     ("log.format", '"xml"', '"xml"'),
@@ -676,6 +699,8 @@ def test_to_dict_uses_toml_keys_and_human_units(tmp_path: Path) -> None:
         "max_file_size": 10**9,  # not a whole number of MiB: bytes, exactly
         "max_total_size": "2 GiB",
         "low_watermark": 0.5,
+        "min_free_space": "12.5%",
+        "min_free_inodes": 5000,
     }
     log_table = load_config(env={}).to_dict()["log"]
     assert isinstance(log_table, dict) and "file" not in log_table
@@ -746,3 +771,28 @@ def test_base_dir_through_another_users_symlink_is_refused(tmp_path: Path) -> No
     assert "\n" not in str(raised.value)
     os.lchown(link, os.geteuid(), os.getegid())
     assert load_config(env={}, overrides={"watch.base_dir": str(link)}).watch.base_dir == target
+
+
+def test_free_watermarks_are_off_by_default_and_at_zero(tmp_path: Path) -> None:
+    defaults = load_config(env={})
+    assert defaults.limits.min_free_space is None and defaults.limits.min_free_inodes is None
+    path = write_config(tmp_path, "[limits]\nmin_free_space = 0\nmin_free_inodes = 0\n")
+    assert load_config(path, env={}).limits == defaults.limits
+    table = defaults.to_dict()["limits"]
+    assert isinstance(table, dict)
+    assert (table["min_free_space"], table["min_free_inodes"]) == (0, 0)  # 0 is off, as in TOML
+
+
+def test_free_space_in_bytes_round_trips(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[limits]\nmin_free_space = "5GiB"\nmin_free_inodes = "5%"\n')
+    config = load_config(path, env={})
+    assert config.limits.min_free_space == FreeAmount(5 * 1024**3)
+    table = config.to_dict()["limits"]
+    assert isinstance(table, dict) and table["min_free_space"] == "5 GiB"
+    assert reload(config, tmp_path / "again") == config
+    message = config_error(write_config(tmp_path, '[limits]\nmin_free_space = "99.9.9%"\n'),
+                           env={})
+    assert message == (
+        'limits.min_free_space: expected a percentage above 0% and below 100%, like "10%", '
+        'got "99.9.9%"'
+    )

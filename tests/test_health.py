@@ -141,6 +141,7 @@ class Stats:
     observer_fallback: str | None = None
     unwatched_dirs: int = 0
     in_use_check: str = "kernel lease and /proc sweep"
+    pressure_problem: str | None = None
 
 
 def test_base_dir_no_longer_the_one_checked_is_unhealthy_with_what_it_became(

@@ -26,6 +26,7 @@ from tempwatch.errors import TempwatchError
 from tempwatch.health import LEASE_AND_SWEEP
 from tempwatch.metrics import Metrics, MetricsServer, error_label
 from tempwatch.policy import Decision, Limits, Reason
+from tempwatch.reclaim import PressureState
 from tempwatch.registry import Registry
 from tempwatch.rounds import run_pass
 
@@ -148,6 +149,7 @@ class Figures:
     in_use_check: str = LEASE_AND_SWEEP
     deleted_open_files: int = 0
     deleted_open_bytes: int = 0
+    pressure: PressureState = PressureState()
 
 
 def test_service_figures_are_read_when_scraped() -> None:
