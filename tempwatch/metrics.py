@@ -258,8 +258,7 @@ class _ServiceCollector:
         )  # fmt: skip
         for name, text, value in gauges:
             yield GaugeMetricFamily(name, text, value=value)
-        if figures is not None:
-            yield from _pressure_gauges(figures.pressure)
+        yield from _pressure_gauges(figures.pressure if figures is not None else None)
         info = GaugeMetricFamily(
             "tempwatch_build_info",
             "Version of tempwatch and Python, and the observer in use.",
@@ -307,31 +306,35 @@ class LabelledMetrics:
         return encoder(self.registry), content_type
 
 
-def _pressure_gauges(state: PressureState) -> Iterator[Metric]:
-    """The filesystem's free space as the service last saw it, and the watermarks in force:
-    only once a watermark is set and the filesystem was read (no fake zeros to alert on)."""
-    usage, targets = state.usage, state.targets
-    if usage is None or targets is None:
-        return
-    gauges = (
-        ("tempwatch_fs_free_bytes", "Free bytes of base_dir's filesystem, as last seen.",
-         usage.free_bytes),
-        ("tempwatch_fs_free_inodes", "Free inodes of base_dir's filesystem, as last seen.",
-         usage.free_inodes),
-        ("tempwatch_fs_size_bytes", "Size of base_dir's filesystem.", usage.total_bytes),
-        ("tempwatch_fs_min_free_bytes", "The free-space watermark in bytes (0: off).",
-         targets.min_free_bytes),
-        ("tempwatch_fs_min_free_inodes", "The free-inode watermark (0: off).",
-         targets.min_free_inodes),
-        ("tempwatch_fs_pressure_pinned_bytes",
-         "Bytes that would go to get back above the watermark but are open.",
-         state.pinned_bytes),
-        ("tempwatch_fs_outside_bytes",
-         "The filesystem's use that is not a file of the watched directories.",
-         state.outside_bytes),
-    )  # fmt: skip
-    for name, text, value in gauges:
+def _pressure_gauges(state: PressureState | None) -> Iterator[Metric]:
+    """The filesystem's free space as the service last saw it, and the watermarks in force.
+
+    NaN until a watermark is set and the filesystem was read: no zero to alert on, and a
+    comparison with NaN is never true.
+    """
+    usage = state.usage if state is not None else None
+    targets = state.targets if state is not None else None
+    values: tuple[float, ...] = (float("nan"),) * 7
+    if state is not None and usage is not None and targets is not None:
+        values = (
+            usage.free_bytes, usage.free_inodes, usage.total_bytes, targets.min_free_bytes,
+            targets.min_free_inodes, state.pinned_bytes, state.outside_bytes,
+        )
+    for (name, text), value in zip(_PRESSURE_GAUGES, values, strict=True):
         yield GaugeMetricFamily(name, text, value=value)
+
+
+_PRESSURE_GAUGES = (
+    ("tempwatch_fs_free_bytes", "Free bytes of base_dir's filesystem, as last seen."),
+    ("tempwatch_fs_free_inodes", "Free inodes of base_dir's filesystem, as last seen."),
+    ("tempwatch_fs_size_bytes", "Size of base_dir's filesystem."),
+    ("tempwatch_fs_min_free_bytes", "The free-space watermark in bytes (0: off)."),
+    ("tempwatch_fs_min_free_inodes", "The free-inode watermark (0: off)."),
+    ("tempwatch_fs_pressure_pinned_bytes",
+     "Bytes that would go to get back above the watermark but are open."),
+    ("tempwatch_fs_outside_bytes",
+     "The filesystem's use that is not a file of the watched directories."),
+)  # fmt: skip
 
 
 class _Server(ThreadingHTTPServer):

@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass, field
 from tempwatch.config import Config, parse_effective_config
 from tempwatch.directory import limits_of
 from tempwatch.errors import ConfigError
+from tempwatch.freespace import pressure_lines, pressure_status
 from tempwatch.healthsocket import ServiceUnreachable, ask_health
 from tempwatch.instance import LOCK_FILE_NAME
 from tempwatch.oneshot import read_disk
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, describe_holders
 from tempwatch.policy import plan_pass
+from tempwatch.reclaim import watermarks_of
 from tempwatch.units import format_age, format_size, printable
 
 __all__ = [
@@ -85,6 +87,7 @@ class StatusReport:
     service_pid: int | None = None  # the running service, if one holds the lock
     service: dict[str, object] | None = None  # its health answer (socket, else /healthz)
     config_from: str = "file"  # "service": judged with the running service's own config
+    pressure: dict[str, object] | None = None  # free space vs the watermarks, when set
 
     def to_json(self) -> str:
         """The report as one JSON object."""
@@ -135,6 +138,10 @@ def gather_status(
         service_pid=pid,
         service=health,
         config_from="service" if served is not None else "file",
+        pressure=pressure_status(
+            str(config.watch.base_dir), entries, watermarks=watermarks_of(config), now=now,
+            open_paths=open_paths,
+        ),
     )
 
 
@@ -239,6 +246,7 @@ def render_text(report: StatusReport) -> str:
             holders = ", ".join(item.holders) or "?"
             size = format_size(item.size_bytes)
             lines.append(f"  {printable(item.path)} ({size}) held by {holders}")
+    lines.extend(pressure_lines(report.pressure))
     lines.append("")
     lines.extend(_service_lines(report))
     return "\n".join(lines)

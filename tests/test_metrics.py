@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import fcntl
+import math
 import os
 import platform
 import socket
@@ -26,6 +27,7 @@ from tempwatch.errors import TempwatchError
 from tempwatch.health import LEASE_AND_SWEEP
 from tempwatch.metrics import Metrics, MetricsServer, error_label
 from tempwatch.policy import Decision, Limits, Reason
+from tempwatch.pressure import FsUsage, Targets
 from tempwatch.reclaim import PressureState
 from tempwatch.registry import Registry
 from tempwatch.rounds import run_pass
@@ -348,3 +350,26 @@ def test_a_busy_port_is_a_tempwatch_error_naming_it() -> None:
         with pytest.raises(TempwatchError, match=f"127.0.0.1:{port}"):
             server.start()
         server.stop()
+
+
+def test_free_space_gauges_are_nan_until_read_then_the_last_figures() -> None:
+    figures = Figures()
+    metrics = Metrics(source=lambda: figures)
+    with MetricsServer(metrics, port=0) as server:
+        unknown = scrape(server.url)
+        usage = FsUsage(free_bytes=300, total_bytes=1000, free_inodes=7, total_inodes=50)
+        targets = Targets(min_free_bytes=100, stop_free_bytes=110, min_free_inodes=5,
+                          stop_free_inodes=6)
+        figures = Figures(pressure=PressureState(usage, targets, pinned_bytes=40,
+                                                 outside_bytes=500))
+        known = scrape(server.url)
+    assert math.isnan(value(unknown, "tempwatch_fs_free_bytes"))
+    assert math.isnan(value(unknown, "tempwatch_fs_min_free_bytes"))
+    assert value(known, "tempwatch_fs_free_bytes") == 300
+    assert value(known, "tempwatch_fs_free_inodes") == 7
+    assert value(known, "tempwatch_fs_size_bytes") == 1000
+    assert value(known, "tempwatch_fs_min_free_bytes") == 100
+    assert value(known, "tempwatch_fs_min_free_inodes") == 5
+    assert value(known, "tempwatch_fs_pressure_pinned_bytes") == 40
+    assert value(known, "tempwatch_fs_outside_bytes") == 500
+    assert value(known, "temp_files_cleaned_total", reason="low_space") == 0
