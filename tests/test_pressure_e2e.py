@@ -6,6 +6,7 @@ moment, runs the service on a directory inside it, and lets a child process writ
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from loguru import logger
 from support import hold_open, wait_for
 
+from tempwatch.cli import main
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
 from tempwatch.health import assess_service
 from tempwatch.oneshot import deleter_for
@@ -311,3 +313,29 @@ def test_a_filesystem_that_cannot_be_read_is_retried(tmp_path: Path) -> None:
     clock.until_due(reclaimer)
     assert reclaimer.check(config, watermarks_of(config), deleter_for(config)) is None
     assert reclaimer.state.error is None and reclaimer.state.usage is not None
+
+
+def test_status_shows_free_space_against_the_watermarks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tmpfs(tmp_path / "fs", size="16m", nr_inodes=500) as fs:
+        base = fs / "tmp"
+        base.mkdir()
+        for i in range(10):
+            (base / f"f{i}").write_bytes(b"x" * MiB)
+            os.utime(base / f"f{i}", (1000.0 + i, 1000.0 + i))
+        config = tmp_path / "tempwatch.toml"
+        config.write_text(
+            f'[watch]\nbase_dir = "{base}"\n'
+            '[limits]\nmin_free_space = "50%"\nmin_free_inodes = "10%"\n'
+        )
+        capsys.readouterr()
+        assert main(["status", "-c", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert main(["status", "-c", str(config), "--json"]) == 0
+        figures = json.loads(capsys.readouterr().out)["pressure"]
+        assert sorted(p.name for p in base.iterdir()) == [f"f{i}" for i in range(10)]
+    assert "free space: 6 MiB of 16 MiB (37.5%), watermark 8 MiB" in out
+    assert "free inodes: " in out and ", watermark 50" in out
+    assert "an eviction for free space now would remove 3 files (3 MiB)" in out
+    assert (figures["low_space"], figures["would_remove"]) == (True, 3)
