@@ -8,6 +8,8 @@ Each role prints one JSON line when ready. `reader` then answers requests read f
 - startup: time to register an existing tree (the service, or a bare scandir + lstat).
 - memory:  RSS growth per registered file (tempwatch's Registry, or a bare dict).
 - holders: forks processes that each hold files open until stdin closes.
+- pressure_service, fill: the service with a free-space watermark, and a writer filling
+           its filesystem (see fill.py).
 """
 
 from __future__ import annotations
@@ -271,7 +273,26 @@ def _reap(pid: int, deadline: float) -> None:
         time.sleep(0.01)
 
 
-_ROLES = {"reader": _reader, "startup": _startup, "memory": _memory, "holders": _holders}
+def _pressure_service(args: dict[str, Any]) -> None:
+    from bench_lib.fill import serve
+
+    serve(args)
+
+
+def _fill(args: dict[str, Any]) -> None:
+    from bench_lib.fill import fill
+
+    fill(args)
+
+
+_ROLES = {
+    "reader": _reader,
+    "startup": _startup,
+    "memory": _memory,
+    "holders": _holders,
+    "pressure_service": _pressure_service,
+    "fill": _fill,
+}
 
 
 def main(argv: list[str]) -> int:

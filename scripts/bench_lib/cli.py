@@ -1,6 +1,6 @@
 """`scripts/bench [--quick] [--only 1,3] [--runs N] [--out DIR] [--workdir DIR]`.
 
-Runs the benchmarks in the order 3, 4, 5, 7, 1, 2, 6 (cheapest set-up first), prints the
+Runs the benchmarks in the order 3, 4, 5, 7, 1, 2, 6, 8 (cheapest set-up first), prints the
 markdown table and writes latest.md and latest.json into the output directory. A benchmark
 that fails is reported as failed in both files and the others still run; the exit code is
 then 1. The work directory (tmpfs) is removed at the end, whatever happened.
@@ -22,6 +22,7 @@ from bench_lib.bench_events import bench_burst, bench_idle, bench_registration
 from bench_lib.bench_expiry import bench_expiry
 from bench_lib.bench_memory import bench_memory
 from bench_lib.bench_openfiles import bench_openfiles
+from bench_lib.bench_pressure import bench_pressure
 from bench_lib.bench_startup import bench_startup
 from bench_lib.context import Context
 from bench_lib.report import BenchResult, machine_info, render_json, render_markdown
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Context], BenchResult]]] = {
     "1": ("Sustained registration", bench_registration),
     "2": ("Burst recovery", bench_burst),
     "6": ("Idle cost", bench_idle),
+    "8": ("Disk pressure", bench_pressure),
 }
 
 
@@ -64,7 +66,7 @@ def _selected(only: str | None) -> list[str]:
     wanted = [key.strip() for key in only.split(",") if key.strip()]
     unknown = [key for key in wanted if key not in BENCHMARKS]
     if unknown:
-        raise SystemExit(f"bench: unknown benchmark(s) {', '.join(unknown)}; have 1-7")
+        raise SystemExit(f"bench: unknown benchmark(s) {', '.join(unknown)}; have 1-8")
     return [key for key in BENCHMARKS if key in wanted]
 
 
