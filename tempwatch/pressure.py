@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from tempwatch.policy import Decision, Plan, Reason
 from tempwatch.registry import Entry
+from tempwatch.rules import RuleSet
 
 __all__ = [
     "FreeAmount",
@@ -63,6 +64,7 @@ class Watermarks:
     min_free_space: FreeAmount | None = None
     min_free_inodes: FreeAmount | None = None
     low_watermark: float = 0.9  # the reclaim margin is (1 - low_watermark) x the watermark
+    rules: RuleSet | None = None  # files a `keep` rule governs never go
 
     @property
     def is_set(self) -> bool:
@@ -174,6 +176,11 @@ class _Need:
     targets: Targets
     space: bool
     inodes: bool
+    rules: RuleSet | None
+
+    def is_kept(self, path: str) -> bool:
+        """Whether a `keep` rule of this directory governs `path`."""
+        return self.rules is not None and self.rules.is_kept(path)
 
     def reason(self, free_bytes: int, free_inodes: int) -> Reason | None:
         """Why one more of this directory's files should go, or None once met."""
@@ -196,7 +203,8 @@ def plan_shared_pressure(
     for watermarks, _ in sources:
         targets = watermarks.targets(usage)
         space, inodes = targets.is_low_space(usage), targets.is_low_inodes(usage)
-        needs.append(_Need(targets, space, inodes) if space or inodes else None)
+        pressed = space or inodes
+        needs.append(_Need(targets, space, inodes, watermarks.rules) if pressed else None)
     if not any(needs):
         return PressurePlan(Plan())
     free_bytes, free_inodes = usage.free_bytes, usage.free_inodes
@@ -209,6 +217,8 @@ def plan_shared_pressure(
         reason = need.reason(free_bytes, free_inodes)
         if reason is None:
             continue  # this directory is back at its target; another is not yet
+        if need.is_kept(path):
+            continue  # never registered by the service; a scan's list may hold it
         freed = usage.blocks_of(entry.size_bytes)
         if reason is Reason.LOW_SPACE and not freed and not need.inodes:
             continue  # an empty file frees no space

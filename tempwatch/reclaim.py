@@ -29,6 +29,7 @@ from tempwatch.cleaner import CleanupListener, PassReport, execute_plan
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.lognoise import SaidOnce
+from tempwatch.oneshot import rules_of
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
 from tempwatch.pressure import FsUsage, PressurePlan, Targets, Watermarks, plan_pressure
 from tempwatch.registry import Registry
@@ -67,7 +68,11 @@ def read_usage(path: str, statvfs: Callable[[str], os.statvfs_result] = os.statv
 def watermarks_of(config: Config) -> Watermarks:
     """The pressure settings of a configuration."""
     limits = config.limits
-    return Watermarks(limits.min_free_space, limits.min_free_inodes, limits.low_watermark)
+    rules = rules_of(config)
+    return Watermarks(
+        limits.min_free_space, limits.min_free_inodes, limits.low_watermark,
+        rules if rules else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

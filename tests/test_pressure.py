@@ -16,6 +16,7 @@ from tempwatch.pressure import (
     plan_shared_pressure,
 )
 from tempwatch.registry import Entry
+from tempwatch.rules import Rule, RuleSet
 
 NOW = 10_000.0
 MiB = 1024**2
@@ -217,3 +218,13 @@ def test_evictions_stop_at_the_target_and_never_take_open_files(
     # Oldest first: what went is a prefix of the closed, non-empty files.
     candidates = [p for p, e in entries(*rows) if p not in open_paths and e.size_bytes]
     assert chosen == candidates[: len(chosen)]
+
+
+def test_files_a_keep_rule_governs_never_go() -> None:
+    rules = RuleSet("/b", [Rule("keep/**", keep=True)], max_age_seconds=60,
+                    max_file_size_bytes=0, age_by=None)
+    marks = Watermarks(min_free_space=percent(10), rules=rules)
+    rows = [("/b/keep/old", 100, 5 * MiB), ("/b/new", 10, 5 * MiB)]
+    plan = plan_pressure(entries(*rows), usage=usage(5), watermarks=marks, now=NOW,
+                         open_paths=set())
+    assert [d.path for d in plan.plan.deletions] == ["/b/new"]
