@@ -22,6 +22,8 @@ unlink, so judging by last use costs no extra system call).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import lru_cache
+from operator import attrgetter
 from typing import Literal, NamedTuple, Protocol
 
 __all__ = [
@@ -116,16 +118,43 @@ def stat_last_used_at(st: StatTimes, age_by: AgeBy) -> float | None:
     """`last_used_at` from an lstat alone, leaving registration out (None if only it counts).
 
     The deleter's re-check: a file younger by this than the registry said was used since.
+    Equal to `last_used_at(age_by - {"registered"}, mtime=..., ctime=..., atime=...)`;
+    specialised because the deleter asks it once per file it is about to expire.
     """
-    stat_sources = age_by - {"registered"}
-    if not stat_sources:
+    getter = _stat_getter(age_by)
+    return None if getter is None else getter(st)
+
+
+_STAT_FIELDS = {"modified": "st_mtime", "changed": "st_ctime", "accessed": "st_atime"}
+
+
+@lru_cache(maxsize=32)
+def _stat_getter(age_by: AgeBy) -> Callable[[StatTimes], float] | None:
+    names = sorted(_STAT_FIELDS[source] for source in age_by if source != "registered")
+    if not names:
         return None
-    return last_used_at(
-        stat_sources,
-        mtime=st.st_mtime,
-        ctime=st.st_ctime,
-        atime=st.st_atime,
-    )
+    if names == ["st_ctime", "st_mtime"]:
+        return _newer_of_ctime_mtime
+    if len(names) == 1:
+        (name,) = names
+
+        def one(st: StatTimes) -> float:
+            value: float = getattr(st, name)
+            return value
+
+        return one
+    get = attrgetter(*names)
+
+    def newest(st: StatTimes) -> float:
+        times: tuple[float, ...] = get(st)
+        return max(times)
+
+    return newest
+
+
+def _newer_of_ctime_mtime(st: StatTimes) -> float:
+    c, m = st.st_ctime, st.st_mtime
+    return c if c > m else m
 
 
 def unwatched_last_used_at(st: StatTimes, age_by: AgeBy) -> float:
@@ -176,5 +205,8 @@ class AgeCheck(NamedTuple):
 
     def used_since(self, st: StatTimes) -> float | None:
         """The file's last use per its lstat if later than `cutoff`, else None."""
-        used = stat_last_used_at(st, self.age_by)
-        return used if used is not None and used > self.cutoff else None
+        getter = _stat_getter(self.age_by)
+        if getter is None:
+            return None
+        used = getter(st)
+        return used if used > self.cutoff else None

@@ -81,6 +81,9 @@ def test_the_fast_scan_key_agrees_with_the_definition(age_by: AgeBy) -> None:
     assert scan_time_getter(age_by)(info) == expected  # type: ignore[arg-type]
     stat_like = SimpleNamespace(st_mtime=100.0, st_ctime=200.0, st_atime=300.0)
     assert unwatched_last_used_at(stat_like, age_by) == expected  # type: ignore[arg-type]
+    by_stat = age_by - {"registered"}
+    recheck = last_used_at(by_stat, mtime=100.0, ctime=200.0, atime=300.0) if by_stat else None
+    assert stat_last_used_at(stat_like, age_by) == recheck  # type: ignore[arg-type]
 
 
 def test_the_deleters_recheck_leaves_registration_out() -> None:
