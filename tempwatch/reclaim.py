@@ -28,8 +28,8 @@ from loguru import logger
 from tempwatch.cleaner import CleanupListener, PassReport, execute_plan
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
+from tempwatch.directory import rules_of
 from tempwatch.lognoise import SaidOnce
-from tempwatch.oneshot import rules_of
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
 from tempwatch.pressure import FsUsage, PressurePlan, Targets, Watermarks, plan_pressure
 from tempwatch.registry import Registry
