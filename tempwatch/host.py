@@ -25,6 +25,7 @@ from tempwatch.config import Config
 from tempwatch.errors import TempwatchError
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.service import Service
+from tempwatch.sharedfs import SharedFilesystem
 
 __all__ = ["Host"]
 
@@ -63,6 +64,7 @@ class Host:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.sweeps = 0  # open-file sweeps run for passes (one per round at most)
+        self._filesystems: dict[int, SharedFilesystem] = {}  # st_dev -> its directories
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -195,6 +197,17 @@ class Host:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _share_filesystem(self, service: Service, base_dir: str) -> None:
+        """Directories on one filesystem evict together for its free space, by age across
+        them, in the order they were added (`tempwatch.sharedfs`)."""
+        try:
+            device = os.stat(base_dir).st_dev
+        except OSError:
+            return  # gone already: its service says so
+        with self._lock:
+            group = self._filesystems.setdefault(device, SharedFilesystem())
+        service.share_pressure(group)
+
     def _add(self, directory: Config) -> None:
         base_dir = str(directory.watch.base_dir)
         listener = self._listener_for(base_dir) if self._listener_for is not None else None
@@ -207,6 +220,7 @@ class Host:
             **self._service_options,
         )
         service.start()
+        self._share_filesystem(service, base_dir)
         with self._lock:
             self._services[base_dir] = service
             self._due[base_dir] = time.monotonic() + directory.cleanup.interval_seconds

@@ -140,6 +140,8 @@ class PressurePlan:
     low_inodes: bool = False
     short_bytes: int = 0  # still missing to the target after these deletions
     short_inodes: int = 0
+    deletion_owners: tuple[int, ...] = ()  # the source (directory) of each deletion
+    skipped_owners: tuple[int, ...] = ()  # and of each open file passed over
 
     @property
     def is_pressed(self) -> bool:
@@ -210,6 +212,8 @@ def plan_shared_pressure(
     free_bytes, free_inodes = usage.free_bytes, usage.free_inodes
     deletions: list[Decision] = []
     skipped: list[Decision] = []
+    deletion_owners: list[int] = []
+    skipped_owners: list[int] = []
     live = [need for need in needs if need is not None]
     for index, path, entry in _merged(sources, needs):
         need = needs[index]
@@ -225,8 +229,10 @@ def plan_shared_pressure(
         decision = Decision(path, reason, now - entry.registered_at, entry.size_bytes, entry.ino)
         if path in open_paths:
             skipped.append(decision)
+            skipped_owners.append(index)
             continue
         deletions.append(decision)
+        deletion_owners.append(index)
         free_bytes += freed
         free_inodes += 1
         if all(n.reason(free_bytes, free_inodes) is None for n in live):
@@ -245,6 +251,8 @@ def plan_shared_pressure(
         low_inodes=any(n.inodes for n in live),
         short_bytes=short_bytes,
         short_inodes=short_inodes,
+        deletion_owners=tuple(deletion_owners),
+        skipped_owners=tuple(skipped_owners),
     )
 
 

@@ -31,8 +31,10 @@ from tempwatch.deleter import Deleter
 from tempwatch.directory import rules_of
 from tempwatch.lognoise import SaidOnce
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
+from tempwatch.policy import Plan
 from tempwatch.pressure import FsUsage, PressurePlan, Targets, Watermarks, plan_pressure
 from tempwatch.registry import Registry
+from tempwatch.sharedfs import SharedFilesystem
 from tempwatch.units import format_size
 
 __all__ = [
@@ -164,6 +166,54 @@ class Reclaimer:
         self._warned_at = float("-inf")
         self.state = PressureState()
         self.checks = 0  # statvfs calls so far
+        self.group: SharedFilesystem | None = None  # other directories on this filesystem
+        self._settings: tuple[Config, Watermarks, Deleter] | None = None  # as last checked
+
+    # -- a member of a SharedFilesystem --------------------------------------------------
+
+    def join(
+        self, group: SharedFilesystem, config: Config, watermarks: Watermarks, deleter: Deleter
+    ) -> None:
+        """Evict together with the other directories of `group` from now on."""
+        self._settings = (config, watermarks, deleter)
+        self.group = group
+        group.join(self)
+
+    def leave(self) -> None:
+        """Evict alone again."""
+        if self.group is not None:
+            self.group.leave(self)
+            self.group = None
+
+    @property
+    def base_dir(self) -> str:
+        """The directory whose files this reclaimer may delete."""
+        return self._base_dir
+
+    @property
+    def registry(self) -> Registry:
+        """Its registry."""
+        return self._registry
+
+    @property
+    def watermarks(self) -> Watermarks | None:
+        """The watermarks of the last check (None before the first)."""
+        return None if self._settings is None else self._settings[1]
+
+    @property
+    def skips_open_files(self) -> bool:
+        """Whether open files are kept (the default)."""
+        return self._settings is None or self._settings[0].cleanup.skip_open_files
+
+    def execute(self, plan: Plan) -> PassReport:
+        """Delete this directory's share of a filesystem-wide plan, as its own eviction."""
+        assert self._settings is not None
+        config, _, deleter = self._settings
+        with self._act_lock:
+            return execute_plan(
+                plan, self._registry, deleter, listener=self._listener,
+                dry_run=config.cleanup.dry_run, should_stop=self._should_stop, said=self._said,
+            )
 
     # -- called from the watcher's thread: cheap, never blocking -------------------------
 
@@ -200,6 +250,7 @@ class Reclaimer:
                 self.state = PressureState()
             return None
         with self._check_lock:
+            self._settings = (config, watermarks, deleter)
             now = self._monotonic()
             if not full_pass and now < self.next_check_at():
                 return None
@@ -237,22 +288,16 @@ class Reclaimer:
         self, config: Config, watermarks: Watermarks, deleter: Deleter, usage: FsUsage,
         full_pass: bool,
     ) -> PassReport:
-        # One sweep, outside the registry lock: the handler must never wait on /proc.
-        open_paths: OpenFileSet = (
-            self._sweep(self._base_dir) if config.cleanup.skip_open_files else NO_OPEN_FILES
-        )
-        registry = self._registry
-        with self._act_lock:
-            with registry.lock:
-                pressure = plan_pressure(
-                    registry.iter_oldest(), usage=usage, watermarks=watermarks,
-                    now=self._clock(), open_paths=open_paths,
-                )
-                watched_bytes = registry.total_bytes
-            report = execute_plan(
-                pressure.plan, registry, deleter, listener=self._listener,
-                dry_run=config.cleanup.dry_run, should_stop=self._should_stop, said=self._said,
+        group = self.group
+        if group is not None and len(group) > 1:
+            shared = group.evict(
+                read_usage=lambda: read_usage(self._base_dir, self._statvfs),
+                sweep=self._sweep, now=self._clock, dry_run=config.cleanup.dry_run,
             )
+            pressure, report = shared.pressure, shared.report
+            usage, watched_bytes = shared.usage, shared.watched_bytes
+        else:
+            pressure, report, watched_bytes = self._evict_own(config, watermarks, deleter, usage)
         targets = watermarks.targets(usage)
         self.state = PressureState(
             usage, targets, self._clock(),
@@ -277,6 +322,27 @@ class Reclaimer:
             if not pressure.is_met:
                 self._warn(config, force=full_pass)
         return report
+
+    def _evict_own(
+        self, config: Config, watermarks: Watermarks, deleter: Deleter, usage: FsUsage
+    ) -> tuple[PressurePlan, PassReport, int]:
+        # One sweep, outside the registry lock: the handler must never wait on /proc.
+        open_paths: OpenFileSet = (
+            self._sweep(self._base_dir) if config.cleanup.skip_open_files else NO_OPEN_FILES
+        )
+        registry = self._registry
+        with self._act_lock:
+            with registry.lock:
+                pressure = plan_pressure(
+                    registry.iter_oldest(), usage=usage, watermarks=watermarks,
+                    now=self._clock(), open_paths=open_paths,
+                )
+                watched_bytes = registry.total_bytes
+            report = execute_plan(
+                pressure.plan, registry, deleter, listener=self._listener,
+                dry_run=config.cleanup.dry_run, should_stop=self._should_stop, said=self._said,
+            )
+        return pressure, report, watched_bytes
 
     def _say(self, pressure: PressurePlan, report: PassReport, usage: FsUsage) -> None:
         if not report.deleted:

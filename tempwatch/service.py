@@ -57,6 +57,7 @@ from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, rescan
 from tempwatch.rounds import run_pass
 from tempwatch.scan import scan_tree
+from tempwatch.sharedfs import SharedFilesystem
 from tempwatch.supervise import RESTART_RETRY_SECONDS, Supervisor
 from tempwatch.watcher import Watcher
 
@@ -222,6 +223,7 @@ class Service:
         """Stop every thread and the observer, join them, release the lock. Idempotent."""
         deadline = time.monotonic() + _STOP_SECONDS
         self._stopping.set()
+        self._reclaimer.leave()
         for event in (self._wake_cleanup, self._wake_enforcer, self._wake_rescan):
             event.set()
         monitor = [t for t in self._threads if t.name == "tempwatch-monitor"]
@@ -347,6 +349,11 @@ class Service:
             "namespace or user, a mapping) does not keep a file",
             why,
         )
+
+    def share_pressure(self, group: SharedFilesystem) -> None:
+        """Evict for free space together with the other directories on this filesystem
+        (`tempwatch.sharedfs`): by age across them. Call it once started."""
+        self._reclaimer.join(group, self._config, self._watermarks, self._require_deleter())
 
     def request_rescan(self, reason: str) -> None:
         """Ask the rescan thread to reconcile the registry with the disk soon."""

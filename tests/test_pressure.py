@@ -228,3 +228,14 @@ def test_files_a_keep_rule_governs_never_go() -> None:
     plan = plan_pressure(entries(*rows), usage=usage(5), watermarks=marks, now=NOW,
                          open_paths=set())
     assert [d.path for d in plan.plan.deletions] == ["/b/new"]
+
+
+def test_each_decision_names_the_directory_it_came_from() -> None:
+    marks = Watermarks(min_free_space=percent(20))
+    a = entries(("/a/1", 90, 2 * MiB), ("/a/2", 50, 2 * MiB))
+    b = entries(("/b/1", 100, 2 * MiB), ("/b/2", 70, 2 * MiB))
+    plan = plan_shared_pressure([(marks, a), (marks, b)], usage=usage(15), now=NOW,
+                                open_paths={"/b/2"})
+    assert [d.path for d in plan.plan.deletions] == ["/b/1", "/a/1", "/a/2"]
+    assert plan.deletion_owners == (1, 0, 0)
+    assert [d.path for d in plan.plan.skipped_open] == ["/b/2"] and plan.skipped_owners == (1,)

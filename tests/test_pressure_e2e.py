@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,9 +22,10 @@ from loguru import logger
 from support import hold_open, wait_for
 
 from tempwatch.cli import main
-from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
+from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig, load_config
+from tempwatch.directory import deleter_for
 from tempwatch.health import assess_service
-from tempwatch.oneshot import deleter_for
+from tempwatch.host import Host
 from tempwatch.openfiles import NO_OPEN_FILES
 from tempwatch.pressure import FreeAmount
 from tempwatch.reclaim import Reclaimer, read_usage, watermarks_of
@@ -339,3 +340,40 @@ def test_status_shows_free_space_against_the_watermarks(
     assert "free inodes: " in out and ", watermark 50" in out
     assert "an eviction for free space now would remove 3 files (3 MiB)" in out
     assert (figures["low_space"], figures["would_remove"]) == (True, 3)
+
+
+def is_registered(service: Service, path: Path) -> Callable[[], bool]:
+    return lambda: str(path) in service.registry
+
+
+def test_two_directories_on_one_filesystem_evict_by_age_across_them(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "fs", size="32m") as fs:
+        a, b, other = fs / "a", fs / "b", fs / "other"
+        for directory in (a, b, other):
+            directory.mkdir()
+        config_file = tmp_path / "tempwatch.toml"
+        config_file.write_text(
+            '[cleanup]\ninterval = "1h"\n'
+            '[limits]\nmax_files = 0\nmax_file_size = 0\nmin_free_space = "50%"\n'
+            f'[[directory]]\npath = "{a}"\n[[directory]]\npath = "{b}"\n'
+        )
+        with Host(load_config(config_file, env={})) as host:
+            services = host.services
+            created = []
+            for i in range(8):  # a0, b0, a1, b1, ...: oldest first, alternating
+                for directory in (a, b):
+                    path = directory / f"{directory.name}{i}"
+                    path.write_bytes(b"x" * MiB)
+                    created.append(path)
+                    # Registered before the next is made: each directory has its own
+                    # watcher, and a file's age counts from its registration.
+                    wait_for(is_registered(services[str(directory)], path),
+                             message=f"{path} registered")
+            # 16 MiB in a and b, 4 MiB beside them: 12 MiB free, below 16 MiB.
+            (other / "filler").write_bytes(b"o" * (4 * MiB))
+            wait_for(lambda: read_usage(str(fs)).free_bytes >= 16 * MiB,
+                     message="free space back above 50%")
+            gone = [path for path in created if not path.exists()]
+        assert gone == created[: len(gone)], f"not the oldest across both directories: {gone}"
+        assert {path.parent for path in gone} == {a, b}
+        assert len(gone) < len(created)
