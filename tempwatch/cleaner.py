@@ -23,6 +23,7 @@ from loguru import logger
 
 from tempwatch.deleter import DeleteItem, Deleter, DeleteResult, FileId, Outcome
 from tempwatch.lognoise import SaidOnce
+from tempwatch.logsinks import batched_lines
 from tempwatch.openfiles import OpenFileSet
 from tempwatch.policy import Decision, Plan
 from tempwatch.registry import Registry
@@ -164,17 +165,20 @@ def execute_plan(
 
     renew = registry.renew if registry is not None else None
     done = 0
-    # The items end early on a stop; the decisions left are counted.
-    for index, result in delete_spread(deleter, items, threads=threads, should_stop=is_halted):
-        done += 1
-        decision = deletions[index]
-        if result.outcome is Outcome.TOO_RECENT and result.last_used_at is not None:
-            _kept_used(decision, result.last_used_at, report, renew)
-        elif result.outcome in _IN_USE:
-            _skipped(decision, result.outcome.value, report, listener, names, reported)
-        else:
-            _record(decision, result, report, discard, listener, said_now)
-        halted = halted or result.outcome is Outcome.BASE_CHANGED
+    spread = delete_spread(deleter, items, threads=threads, should_stop=is_halted)
+    # The batch's lines leave together (a write per sink, not per line), in order.
+    with batched_lines():
+        # The items end early on a stop; the decisions left are counted.
+        for index, result in spread:
+            done += 1
+            decision = deletions[index]
+            if result.outcome is Outcome.TOO_RECENT and result.last_used_at is not None:
+                _kept_used(decision, result.last_used_at, report, renew)
+            elif result.outcome in _IN_USE:
+                _skipped(decision, result.outcome.value, report, listener, names, reported)
+            else:
+                _record(decision, result, report, discard, listener, said_now)
+            halted = halted or result.outcome is Outcome.BASE_CHANGED
     report.unfinished = len(deletions) - done
     return report
 

@@ -4,6 +4,9 @@ JSON lines are flat objects: time, level, message, and every bound field (event,
 reason, age_seconds, size_bytes, ...) at the top level, so `jq 'select(.event=="deleted")'`
 works on the log file. Records from the stdlib `logging` module (watchdog's among them)
 go into the same sinks.
+
+Each record is formatted once, however many sinks it goes to, and the sinks write a batch
+of lines in one system call (tempwatch.logsinks).
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from typing import TYPE_CHECKING, TextIO
 
 from loguru import logger
 
+# Loguru's file sink, not exported: used so that rotation and retention stay exactly what
+# loguru documents while lines reach it in batches.
+from loguru._file_sink import FileSink
+
 from tempwatch.config import LogConfig
+from tempwatch.logsinks import LineBatcher, stream_writer
 from tempwatch.units import printable
 
 if TYPE_CHECKING:
@@ -31,26 +39,37 @@ _TEXT_FORMAT = (
 
 def _text_format(record: Record) -> str:
     # A file name may hold a newline: escaped, it cannot forge a log line of its own.
-    record["extra"]["_line"] = printable(record["message"])
+    # Escaped once per record, whatever the number of sinks.
+    extra = record["extra"]
+    if "_line" not in extra:
+        extra["_line"] = printable(record["message"])
     return _TEXT_FORMAT
 
 
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
+
+
 def _json_format(record: Record) -> str:
+    # The line is made once per record: every sink after the first finds it in extra.
+    extra = record["extra"]
+    if "_json" not in extra:
+        extra["_json"] = _json_line(record)
+    return "{extra[_json]}\n"
+
+
+def _json_line(record: Record) -> str:
     fields: dict[str, object] = {
         "time": record["time"].isoformat(),
         "level": record["level"].name,
         "message": record["message"],
     }
-    fields.update(
-        (key, value if isinstance(value, int | float | str | bool) or value is None else str(value))
-        for key, value in record["extra"].items()
-        if not key.startswith("_")
-    )
+    for key, value in record["extra"].items():
+        if key[0] != "_":
+            fields[key] = value if type(value) in _PLAIN_TYPES else str(value)
     if record["exception"] is not None:
         fields["exception"] = str(record["exception"].value)
     # ASCII escapes keep a non-UTF-8 file name (held as surrogates) writable and readable.
-    record["extra"]["_json"] = json.dumps(fields, ensure_ascii=True)
-    return "{extra[_json]}\n"
+    return json.dumps(fields, ensure_ascii=True)
 
 
 def configure_logging(
@@ -69,28 +88,42 @@ def configure_logging(
     if stream_level is not None and logger.level(stream_level).no > logger.level(level).no:
         level = stream_level
     logger.add(
-        target,
+        LineBatcher(stream_writer(target)),
         level=level,
         format=_json_format if json_lines else _text_format,
-        colorize=False if json_lines else None,
+        colorize=False if json_lines else _is_terminal(target),
         backtrace=False,
         diagnose=False,
     )
     if config.file is not None:
         logger.add(
-            str(config.file),
+            _file_sink(config),
             level=config.level,
             format=_json_format if json_lines else _text_format,
             colorize=False,
-            rotation=config.rotation,
-            # A bare number is a count of files to keep, which loguru takes as an int.
-            retention=int(config.retention)
-            if config.retention is not None and config.retention.isdigit()
-            else config.retention,
             backtrace=False,
             diagnose=False,
         )
     route_stdlib_logging()
+
+
+def _file_sink(config: LogConfig) -> LineBatcher:
+    """Loguru's own file sink (rotation, retention), fed a batch of lines at a time."""
+    # A bare number is a count of files to keep, which loguru takes as an int.
+    retention: str | int | None = config.retention
+    if config.retention is not None and config.retention.isdigit():
+        retention = int(config.retention)
+    sink = FileSink(  # type: ignore[no-untyped-call]
+        str(config.file), rotation=config.rotation, retention=retention
+    )
+    return LineBatcher(sink.write, sink.stop)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 class _ToLoguru(logging.Handler):

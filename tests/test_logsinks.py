@@ -1,0 +1,149 @@
+"""Log lines written in batches: every line reaches its sink, in order, formatted once."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from tempwatch import logsetup
+from tempwatch.cleaner import execute_plan
+from tempwatch.config import LogConfig
+from tempwatch.deleter import Deleter
+from tempwatch.logsinks import LineBatcher, batched_lines
+from tempwatch.policy import Decision, Plan, Reason
+
+
+@pytest.fixture
+def json_log(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """The CLI's sinks, JSON lines to a file and to a stream file; removed afterwards."""
+    log_file = tmp_path / "tempwatch.log"
+    stream_file = tmp_path / "stderr.log"
+    with open(stream_file, "w", encoding="utf-8") as stream:
+        logsetup.configure_logging(LogConfig(format="json", file=log_file), stream=stream)
+        try:
+            yield log_file, stream_file
+        finally:
+            logger.remove()
+            logger.disable("tempwatch")
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_every_deletion_line_of_a_burst_reaches_both_sinks_in_order(
+    base: Path, json_log: tuple[Path, Path]
+) -> None:
+    paths = [str(base / f"f{index:05d}") for index in range(3000)]
+    for path in paths:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    plan = Plan(
+        deletions=tuple(
+            Decision(path, Reason.OVER_COUNT, 5.0, 0, os.lstat(path).st_ino) for path in paths
+        )
+    )
+
+    report = execute_plan(plan, None, Deleter(base))
+
+    assert len(report.deleted) == len(paths)
+    assert os.listdir(base) == []
+    for sink in json_log:
+        deleted = [r for r in _records(sink) if r["event"] == "deleted"]
+        assert [r["path"] for r in deleted] == paths, sink
+        assert {r["reason"] for r in deleted} == {"over-count"}
+
+
+def test_lines_from_other_threads_during_a_batch_all_arrive_each_in_its_order(
+    json_log: tuple[Path, Path],
+) -> None:
+    def chatter(name: str) -> None:
+        for index in range(2000):
+            logger.bind(event="chatter", who=name, n=index).info("line {}", index)
+
+    with batched_lines():
+        threads = [threading.Thread(target=chatter, args=(f"t{k}",)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        chatter("main")
+        for thread in threads:
+            thread.join()
+
+    records = _records(json_log[0])
+    for name in ("main", "t0", "t1", "t2"):
+        assert [r["n"] for r in records if r.get("who") == name] == list(range(2000)), name
+    # The same lines in both sinks (threads may interleave differently in each).
+    key = json.dumps
+    assert sorted(map(key, _records(json_log[1]))) == sorted(map(key, records))
+
+
+def test_a_line_outside_a_batch_is_written_at_once(json_log: tuple[Path, Path]) -> None:
+    logger.bind(event="probe").warning("written now")
+
+    for sink in json_log:
+        assert [r["message"] for r in _records(sink)] == ["written now"]
+
+
+def test_each_record_is_formatted_once_whatever_the_number_of_sinks(
+    json_log: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    real = logsetup._json_line
+
+    def counting(record: object) -> str:
+        line = real(record)  # type: ignore[arg-type]
+        made.append(line)
+        return line
+
+    monkeypatch.setattr(logsetup, "_json_line", counting)
+    with batched_lines():
+        for index in range(10):
+            logger.bind(event="probe").info("line {}", index)
+
+    assert len(made) == 10
+    for sink in json_log:
+        assert [json.dumps(r) for r in _records(sink)] == [
+            json.dumps(json.loads(line)) for line in made
+        ]
+
+
+def test_a_batch_is_written_in_one_call_and_its_limits_write_early() -> None:
+    writes: list[str] = []
+    now = [0.0]
+    sink = LineBatcher(writes.append, clock=lambda: now[0])
+    try:
+        sink.write("alone\n")
+        assert writes == ["alone\n"]  # no batch open: at once
+
+        with batched_lines():
+            for index in range(100):
+                sink.write(f"{index}\n")
+            assert writes == ["alone\n"]
+        assert writes[1:] == ["".join(f"{index}\n" for index in range(100))]
+
+        with batched_lines():
+            sink.write("old\n")
+            now[0] += 1.0  # the oldest pending line is a second old
+            sink.write("new\n")
+            assert writes[-1] == "old\nnew\n"
+            big = "x" * (64 * 1024) + "\n"
+            sink.write(big)
+            assert writes[-1] == big
+    finally:
+        sink.stop()
+
+
+def test_stop_writes_what_is_pending() -> None:
+    writes: list[str] = []
+    stopped: list[bool] = []
+    sink = LineBatcher(writes.append, lambda: stopped.append(True))
+    with batched_lines():
+        sink.write("pending\n")
+        sink.stop()  # loguru's remove(), as at a reload, in the middle of a batch
+        assert writes == ["pending\n"] and stopped == [True]
+    assert writes == ["pending\n"]
