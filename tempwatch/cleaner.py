@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from tempwatch import loglane
 from tempwatch.deleter import DeleteItem, Deleter, DeleteResult, FileId, Outcome
 from tempwatch.lognoise import SaidOnce
 from tempwatch.logsinks import batched_lines
@@ -301,7 +302,8 @@ def _record(
             decision.path, decision.ino, result.size_bytes, decision.reason.value
         ):
             level = "DEBUG"  # a dry run already said so, of this very file and verdict
-        logger.log(
+        # Through the fast lane: formatted once, straight to the CLI's JSON sinks.
+        loglane.log(
             level,
             "{verb} {path} ({reason}, age {age_seconds:.0f}s, {size_bytes} bytes)",
             verb="would delete" if dry_run else "deleted",

@@ -11,7 +11,6 @@ of lines in one system call (tempwatch.logsinks).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import TYPE_CHECKING, TextIO
@@ -22,7 +21,9 @@ from loguru import logger
 # loguru documents while lines reach it in batches.
 from loguru._file_sink import FileSink
 
+from tempwatch import loglane
 from tempwatch.config import LogConfig
+from tempwatch.loglane import json_line
 from tempwatch.logsinks import LineBatcher, stream_writer
 from tempwatch.units import printable
 
@@ -46,9 +47,6 @@ def _text_format(record: Record) -> str:
     return _TEXT_FORMAT
 
 
-_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
-
-
 def _json_format(record: Record) -> str:
     # The line is made once per record: every sink after the first finds it in extra.
     extra = record["extra"]
@@ -58,18 +56,10 @@ def _json_format(record: Record) -> str:
 
 
 def _json_line(record: Record) -> str:
-    fields: dict[str, object] = {
-        "time": record["time"].isoformat(),
-        "level": record["level"].name,
-        "message": record["message"],
-    }
-    for key, value in record["extra"].items():
-        if key[0] != "_":
-            fields[key] = value if type(value) in _PLAIN_TYPES else str(value)
+    extra: dict[str, object] = record["extra"]
     if record["exception"] is not None:
-        fields["exception"] = str(record["exception"].value)
-    # ASCII escapes keep a non-UTF-8 file name (held as surrogates) writable and readable.
-    return json.dumps(fields, ensure_ascii=True)
+        extra = {**extra, "exception": str(record["exception"].value)}
+    return json_line(record["time"].isoformat(), record["level"].name, record["message"], extra)
 
 
 def configure_logging(
@@ -80,6 +70,7 @@ def configure_logging(
     `stream_level` raises the terminal sink's level (never lowers it); the file sink keeps
     the configured level.
     """
+    loglane.uninstall()
     logger.remove()
     logger.enable("tempwatch")
     json_lines = config.format == "json"
@@ -87,23 +78,32 @@ def configure_logging(
     level = config.level
     if stream_level is not None and logger.level(stream_level).no > logger.level(level).no:
         level = stream_level
-    logger.add(
-        LineBatcher(stream_writer(target)),
+    stream_sink = LineBatcher(stream_writer(target))
+    stream_id = logger.add(
+        stream_sink,
         level=level,
         format=_json_format if json_lines else _text_format,
         colorize=False if json_lines else _is_terminal(target),
         backtrace=False,
         diagnose=False,
     )
+    lane = [(logger.level(level).no, stream_sink)]
+    ids = [stream_id]
     if config.file is not None:
-        logger.add(
-            _file_sink(config),
-            level=config.level,
-            format=_json_format if json_lines else _text_format,
-            colorize=False,
-            backtrace=False,
-            diagnose=False,
+        file_sink = _file_sink(config)
+        ids.append(
+            logger.add(
+                file_sink,
+                level=config.level,
+                format=_json_format if json_lines else _text_format,
+                colorize=False,
+                backtrace=False,
+                diagnose=False,
+            )
         )
+        lane.append((logger.level(config.level).no, file_sink))
+    if json_lines:
+        loglane.install(lane, ids)
     route_stdlib_logging()
 
 

@@ -54,6 +54,7 @@ class LineBatcher:
         self._pending_chars = 0
         self._oldest = 0.0
         self._lock = threading.Lock()
+        self.is_stopped = False
         with _open_lock:
             _sinks.append(self)
 
@@ -83,6 +84,7 @@ class LineBatcher:
             if self in _sinks:
                 _sinks.remove(self)
         with self._lock:
+            self.is_stopped = True
             self._flush_locked()
             if self._stop is not None:
                 self._stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from tempwatch import logsetup
+from tempwatch import loglane, logsetup
 from tempwatch.cleaner import execute_plan
 from tempwatch.config import LogConfig
 from tempwatch.deleter import Deleter
@@ -147,3 +147,39 @@ def test_stop_writes_what_is_pending() -> None:
         sink.stop()  # loguru's remove(), as at a reload, in the middle of a batch
         assert writes == ["pending\n"] and stopped == [True]
     assert writes == ["pending\n"]
+
+
+def test_the_fast_lane_writes_what_loguru_would_have_written(
+    json_log: tuple[Path, Path],
+) -> None:
+    template = "{verb} {path} ({reason}, age {age_seconds:.0f}s, {size_bytes} bytes)"
+    fields: dict[str, object] = {
+        "verb": "deleted", "event": "deleted", "path": "/t/caf\udce9\nx", "reason": "expired",
+        "age_seconds": 12.5, "size_bytes": 3,
+    }
+    loglane.log("INFO", template, **fields)
+    logger.log("INFO", template, **fields)
+    loglane.log("DEBUG", template, **fields)  # below both sinks' level: nowhere
+
+    for sink in json_log:
+        lane, plain = _records(sink)
+        assert lane.pop("time") and plain.pop("time")
+        assert lane == plain, sink
+        assert lane["path"] == "/t/caf\udce9\nx" and lane["message"].startswith("deleted /t/")
+
+
+def test_a_sink_added_after_the_cli_hears_every_deletion_line(
+    base: Path, json_log: tuple[Path, Path], log_lines: list[str]
+) -> None:
+    paths = [str(base / f"f{index:03d}") for index in range(50)]
+    for path in paths:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    plan = Plan(deletions=tuple(Decision(p, Reason.EXPIRED, 5.0, 0, 0) for p in paths))
+
+    execute_plan(plan, None, Deleter(base, lease_probe=False))
+
+    assert [line for line in log_lines if " deleted " in line] == [
+        f"INFO deleted deleted {path} (expired, age 5s, 0 bytes)\n" for path in paths
+    ]
+    deleted = [r["path"] for r in _records(json_log[0]) if r["event"] == "deleted"]
+    assert deleted == paths

@@ -1,0 +1,97 @@
+"""The per-deletion line's fast lane: made once, handed straight to the CLI's JSON sinks.
+
+A burst of evictions logs a line per file, and loguru spends most of that line's cost on
+the record itself (the caller's frame, thread, process, an aware timestamp) and then again
+on each sink (a copy of the record, the format, a lock). When the sinks are exactly the
+JSON sinks `configure_logging` installed, `log` builds the line itself, once, and writes it
+to each sink whose level admits it: the same line, field for field, that loguru would have
+written. In every other case (text format, a sink someone else added, the library without
+sinks) it is an ordinary `logger.log` call, so whoever listens to loguru hears every line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Collection, Mapping, Sequence
+
+from loguru import logger
+
+from tempwatch.logsinks import LineBatcher
+
+__all__ = ["install", "json_line", "log", "uninstall"]
+
+_LEVELS = {
+    "TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50,
+}
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
+
+
+def json_line(time: str, level: str, message: str, extra: Mapping[str, object]) -> str:
+    """One JSON log line (no newline): time, level, message, then every public field.
+
+    Used by the loguru format and by the fast lane alike, so both write the same lines.
+    """
+    fields: dict[str, object] = {"time": time, "level": level, "message": message}
+    for key, value in extra.items():
+        if key[0] != "_":
+            fields[key] = value if type(value) in _PLAIN_TYPES else str(value)
+    # ASCII escapes keep a non-UTF-8 file name (held as surrogates) writable and readable.
+    return json.dumps(fields, ensure_ascii=True)
+
+
+class _Lane:
+    __slots__ = ("_handler_ids", "_sinks")
+
+    def __init__(self, sinks: Sequence[tuple[int, LineBatcher]], handler_ids: Collection[int]):
+        self._sinks = tuple(sinks)
+        self._handler_ids = frozenset(handler_ids)
+
+    def is_sole(self) -> bool:
+        """Whether loguru's sinks are still exactly these (none added, none removed)."""
+        core = getattr(logger, "_core", None)
+        handlers = getattr(core, "handlers", None)
+        if not isinstance(handlers, dict) or handlers.keys() != self._handler_ids:
+            return False
+        return not any(sink.is_stopped for _, sink in self._sinks)
+
+    def emit(self, level: str, template: str, fields: dict[str, object]) -> None:
+        levelno = _LEVELS[level]
+        line = ""
+        for sink_levelno, sink in self._sinks:
+            if levelno < sink_levelno:
+                continue
+            if not line:
+                now = dt.datetime.now(dt.timezone.utc).astimezone()
+                message = template.format(**fields)
+                line = json_line(now.isoformat(), level, message, fields) + "\n"
+            sink.write(line)
+
+
+_lane: _Lane | None = None
+
+
+def install(sinks: Sequence[tuple[int, LineBatcher]], handler_ids: Collection[int]) -> None:
+    """Use the lane while loguru's handlers are exactly `handler_ids`, writing JSON lines
+    to `sinks` (each with its level number)."""
+    global _lane
+    _lane = _Lane(sinks, handler_ids)
+
+
+def uninstall() -> None:
+    """Back to plain loguru calls."""
+    global _lane
+    _lane = None
+
+
+def log(level: str, template: str, **fields: object) -> None:
+    """`logger.log(level, template, **fields)`, through the fast lane when it applies.
+
+    `level` is a standard level name; the fields are the record's extra, as keywords to
+    loguru are.
+    """
+    lane = _lane
+    if lane is None or not lane.is_sole():
+        logger.opt(depth=1).log(level, template, **fields)
+        return
+    lane.emit(level, template, fields)
