@@ -67,7 +67,7 @@ class Daemon:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    def wait(self, timeout: float = 10.0) -> int:
+    def wait(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout=timeout)
         self._reader.join(timeout=5)
         return code
@@ -110,11 +110,10 @@ def test_stop_signal_stops_gracefully_and_flushes_the_last_line(
     assert daemon.saw("started", observer="inotify", files=0, pid=daemon.proc.pid)
     (base / "hello").write_bytes(b"x")
     daemon.wait_event("registered", path=str(base / "hello"))
-    started = time.monotonic()
     daemon.signal(signum)
     assert daemon.wait() == 0
-    assert time.monotonic() - started < 2.0
     assert daemon.records()[-1]["event"] == "stopped"
+    assert not daemon.saw("stop"), "every thread joined within the stop's own deadline"
     assert not (base / ".tempwatch.lock").exists()
     assert (base / "hello").exists()
 
