@@ -215,7 +215,11 @@ def soak(minutes: float, rate: int, workdir: Path) -> tuple[list[Sample], dict[s
             record = json.loads(line)
         except ValueError:
             continue
-        levels[record.get("level", "?")] = levels.get(record.get("level", "?"), 0) + 1
+        level = record.get("level", "?")
+        levels[level] = levels.get(level, 0) + 1
+        if level != "INFO" and level != "DEBUG":  # which events: "WARNING rescan", ...
+            key = f"{level} {record.get('event', '?')}"
+            levels[key] = levels.get(key, 0) + 1
     return samples, levels, code
 
 
@@ -239,6 +243,8 @@ def report(samples: list[Sample], levels: dict[str, int], code: int, minutes: fl
     growth = (after5[-1].rss_kib - after5[0].rss_kib) / after5[0].rss_kib * 100 if after5 else 0
     errors = levels.get("ERROR", 0) + levels.get("CRITICAL", 0)
     total_ops = samples[-1].ops if samples else 0
+    events = sorted((n, key) for key, n in levels.items() if " " in key)
+    by_event = "".join(f"; {key}: {n}" for n, key in reversed(events))
     ok = drift == 0 and byte_drift == 0 and growth < 5 and errors == 0 and code == 0
     lines = [
         f"Soak: {minutes:g} min, {total_ops} operations "
@@ -248,9 +254,9 @@ def report(samples: list[Sample], levels: dict[str, int], code: int, minutes: fl
         "|---|---|---|",
         f"| registry vs disk, files (worst of {len(samples)} checks) | 0 | {drift} |",
         f"| registry vs disk, bytes | 0 | {byte_drift} |",
-        f"| RSS growth after minute 5 | < 5% | {growth:+.1f}% "
+        f"| RSS growth after minute {after5[0].minute if after5 else 5} | < 5% | {growth:+.1f}% "
         f"({after5[0].rss_kib if after5 else 0} -> {after5[-1].rss_kib if after5 else 0} KiB) |",
-        f"| error lines | 0 | {errors} (warnings: {levels.get('WARNING', 0)}) |",
+        f"| error lines | 0 | {errors} (warnings: {levels.get('WARNING', 0)}{by_event}) |",
         f"| exit status after SIGTERM | 0 | {code} |",
         "",
         f"Verdict: {'met' if ok else 'NOT met'}.",
