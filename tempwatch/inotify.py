@@ -47,17 +47,14 @@ _WRITTEN = _IN.IN_CREATE | _IN.IN_CLOSE_WRITE
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
 _MAX_DIR_NAMES = 4096  # decoded directory paths kept (one per directory written to)
-# Handled by watchdog's own bookkeeping: a removed watch, a lost queue.
-_BOOKKEEPING = _IN.IN_IGNORED | _IN.IN_Q_OVERFLOW
+_BOOKKEEPING = _IN.IN_IGNORED | _IN.IN_Q_OVERFLOW  # a removed watch, a lost queue: watchdog's
 _HEADER = struct.Struct("iIII")  # struct inotify_event, before its name
 _READ_BUFFER_BYTES = 256 * 1024  # a few thousand events per read: fewer wake-ups under load
-# After a read that did not fill the buffer, the reader lets events gather this long before
-# reading again. Read as they came (a few events each), every read handed the GIL back and
-# forth with the emitter thread, stalling it at each of its lstat calls. The kernel queue
-# (16384 events by default) holds far more than arrives meanwhile at any rate we follow.
+# After a read that did not fill the buffer, the reader lets events gather this long: read
+# as they came, every read handed the GIL to and from the emitter, stalling its lstat calls.
+# The kernel queue (16384 events by default) holds far more than arrives meanwhile.
 _READ_PAUSE_SECONDS = 0.001
-# Reads not handled yet, at most (about a million events): beyond it, an overflow.
-_MAX_BACKLOG_BYTES = 32 * 1024 * 1024
+_MAX_BACKLOG_BYTES = 32 * 1024 * 1024  # reads not handled yet (~1M events): beyond, overflow
 # After an overflow the watches are checked once the queue is drained, or this long after.
 _REWATCH_MAX_DELAY_SECONDS = 1.0
 
@@ -71,10 +68,9 @@ def _is_related(a: bytes, b: bytes) -> bool:
 class _InotifyFD(InotifyFD):
     """watchdog's inotify reader thread, reduced to draining the kernel queue.
 
-    A reader that also handled what it read let a burst overflow the kernel queue (16384
-    events): this one moves each read into the group's backlog, handled on the emitter
-    thread (`handle_next`): one thread hop per read, where watchdog's pipeline cost three
-    per event. It also watches a directory deeper than PATH_MAX, through an fd on it.
+    It only moves each read into the group's backlog (`handle_next` on the emitter thread):
+    one thread hop per read, where watchdog's pipeline cost three per event and let a
+    burst overflow the kernel queue. It watches a directory deeper than PATH_MAX by an fd.
     """
 
     group: _WatchGroup | None = None
@@ -106,10 +102,10 @@ class _WatchGroup(InotifyWatchGroup):
     Runs on the emitter thread. Hands the creates and closes of files to the sink a run at
     a time (`EventSink.written`), in order with the other events. Pairs renames itself: an
     IN_MOVED_FROM waits for its IN_MOVED_TO until an event about a related path arrives or
-    the queue is drained, and is then a move out of the tree. After a queue overflow it
-    re-walks the tree once, when the queue is drained (or at most
-    `_REWATCH_MAX_DELAY_SECONDS` later), without dropping the watches it has: only
-    directories created or moved meanwhile gain a watch.
+    the queue is drained, and is then a move out of the tree. After a queue overflow (or
+    when asked: `request_rewatch`) it re-walks the tree once the queue is drained, keeping
+    the watches it has: only directories that had none (made meanwhile, or over the watch
+    limit before) gain one.
     """
 
     hooks: Hooks = field(kw_only=True)
@@ -325,6 +321,14 @@ class _WatchGroup(InotifyWatchGroup):
             self._rewatch_due = None
             self._rewatch()
 
+    def request_rewatch(self) -> None:
+        """Re-walk the tree soon, on the emitter thread, adding the watches that are missing."""
+        with self._lock:
+            if not (self._is_active and self.is_recursive) or self._rewatch_due is not None:
+                return
+            self._rewatch_due = time.monotonic()
+        self.enqueue(b"")  # an empty read: the emitter wakes, finds nothing, then re-walks
+
     def on_queue_overflow(self) -> None:
         # watchdog drops every watch and re-walks the tree here, on the reader thread, at
         # each overflow: reading stops, and more overflows follow. One re-walk, later, will do.
@@ -385,10 +389,8 @@ class _WatchGroup(InotifyWatchGroup):
                 call_safely(self.hooks.unwatched, os.fsdecode(path))
 
     def _forget_own_callback(self, path: bytes) -> None:
-        # `mkdir -p a/b` races watchdog into watching a/b twice (once while walking a, once
-        # on b's own create event); the second add warns with a RuntimeWarning, which kills
-        # the inotify reader thread when warnings are errors. Dropping our callback from the
-        # existing watch first makes the re-add a plain add, with the same effect.
+        # `mkdir -p a/b` races watchdog into watching a/b twice, and the second add's
+        # RuntimeWarning kills the reader when warnings are errors: drop ours first.
         wd = self._active_callbacks_by_path.get(path)
         fd = self._inotify_fd
         if wd is None or not hasattr(fd, "_watch_for_wd"):
@@ -403,25 +405,17 @@ class _Emitter(InotifyFullEmitter):
     # Its thread handles what the reader thread read, through the group.
 
     def __init__(
-        self,
-        event_queue: EventQueue,
-        watch: ObservedWatch,
-        *,
-        hooks: Hooks,
-        **kwargs: Any,
+        self, event_queue: EventQueue, watch: ObservedWatch, *, hooks: Hooks, **kwargs: Any
     ) -> None:
         super().__init__(event_queue, watch, **kwargs)
         self._hooks = hooks
 
     def on_thread_start(self) -> None:
+        watch = self.watch
         self._inotify = _WatchGroup(
-            self._inotify_fd,
-            os.fsencode(self.watch.path),
-            is_recursive=self.watch.is_recursive,
-            event_mask=self.get_event_mask_from_filter(),
-            follow_symlink=self.watch.follow_symlink,
-            hooks=self._hooks,
-            on_root_gone=self.stop,
+            self._inotify_fd, os.fsencode(watch.path), is_recursive=watch.is_recursive,
+            event_mask=self.get_event_mask_from_filter(), follow_symlink=watch.follow_symlink,
+            hooks=self._hooks, on_root_gone=self.stop,
         )
 
     def queue_events(self, timeout: float, *, full_events: bool = False) -> None:
@@ -437,6 +431,12 @@ class InotifyObserver(BaseObserver):
         self._inotify_fd = _InotifyFD()  # EMFILE here: the instance limit
         self._inotify_fd.start()
         super().__init__(_Emitter, inotify_fd=self._inotify_fd, hooks=hooks)
+
+    def rewatch(self) -> None:
+        """Watch the directories that have no watch yet (say, after the limit was raised)."""
+        for group in (getattr(e, "_inotify", None) for e in self.emitters):
+            if isinstance(group, _WatchGroup):
+                group.request_rewatch()
 
     @property
     def reader_alive(self) -> bool:

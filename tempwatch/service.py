@@ -508,7 +508,7 @@ class Service:
         )
         self._rescans += 1
         self._registered_by_rescan += result.added
-        self._supervisor.after_rescan()
+        self._supervisor.after_rescan(periodic=reason == "periodic")
         if result.added or result.resized:
             self._on_change()
         return result

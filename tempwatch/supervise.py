@@ -69,11 +69,15 @@ class Supervisor:
             return guard.problem is None
         return describe_change(self._base_dir, identity) is None
 
-    def after_rescan(self) -> None:
-        """A rescan ran: unwatched directories that are gone no longer count."""
+    def after_rescan(self, *, periodic: bool) -> None:
+        """A rescan ran: unwatched directories that are gone no longer count, and after a
+        periodic one (never a prompt one: a failing re-walk would ask for another) the rest
+        are tried again."""
         watcher = self.watcher
         if watcher is not None:
             watcher.forget_gone_unwatched()
+            if periodic:
+                watcher.retry_unwatched()
 
     def start(self) -> DirIdentity:
         """Record base_dir's identity and start the observer (before any scan)."""

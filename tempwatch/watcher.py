@@ -428,6 +428,14 @@ class Watcher:
             except OSError:
                 self._unwatched_dirs.discard(path)
 
+    def retry_unwatched(self) -> None:
+        """Try again to watch the directories inotify could not watch (the limit may have
+        been raised): a re-walk adds the missing watches; those still failing report again."""
+        observer = self._observer
+        if self._unwatched_dirs and isinstance(observer, InotifyObserver):
+            self._unwatched_dirs.clear()
+            observer.rewatch()
+
     def _unwatched(self, path: str) -> None:
         self._unwatched_dirs.add(path)
         count = len(self._unwatched_dirs)

@@ -191,12 +191,13 @@ class NamespacedRun:
 
 @contextmanager
 def namespaced(
-    base: Path, tmp_path: Path, *, max_age: str = "1h", interval: str = "1h", **limits: int
+    base: Path, tmp_path: Path, *, max_age: str = "1h", interval: str = "1h",
+    rescan: str = "1h", **limits: int,
 ) -> Iterator[tuple[NamespacedRun, str]]:
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text("\n".join([
-        "[watch]", f'base_dir = "{base}"', 'rescan_interval = "1h"',
+        "[watch]", f'base_dir = "{base}"', f'rescan_interval = "{rescan}"',
         "[cleanup]", f'max_age = "{max_age}"', f'interval = "{interval}"',
         "[metrics]", "enabled = true", 'address = "127.0.0.1"', f"port = {port}",
         "[log]", 'level = "INFO"',
@@ -281,3 +282,25 @@ def test_the_watch_limit_mid_run_is_reported_and_rescanned_promptly(
         assert any("not watched" in str(reason) for reason in body["reasons"]), body
         wait_for(lambda: scrape(url)[("tempwatch_rescans_total", frozenset())] >= 2,
                  message="the prompt rescan (the periodic one is an hour away)")
+
+
+@needs_userns
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("nsenter") is None, reason="needs nsenter(1)")
+def test_directories_left_unwatched_are_watched_once_the_limit_is_raised(
+    base: Path, tmp_path: Path
+) -> None:
+    with namespaced(base, tmp_path, watches=2, rescan="1s") as (child, url):
+        for name in ("a", "b", "c"):
+            (base / name).mkdir()
+        wait_for(lambda: healthz(url)[1]["unwatched_dirs"] == 2, message="two unwatched")
+        raised = subprocess.run(
+            ["nsenter", "--user", "--target", str(child.proc.pid), "sh", "-c",
+             "echo 100 > /proc/sys/user/max_inotify_watches"], capture_output=True, text=True,
+        )
+        assert raised.returncode == 0, raised.stderr
+        # The next periodic rescan tries them again, and the re-walk watches them.
+        wait_for(lambda: healthz(url)[1]["unwatched_dirs"] == 0, message="all watched again")
+        reasons = healthz(url)[1]["reasons"]
+        assert isinstance(reasons, list)
+        assert not any("not watched" in str(reason) for reason in reasons), reasons
