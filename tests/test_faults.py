@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 from support import wait_for
 from test_base_identity import mounted, needs_mounts
-from test_deep_paths import deep_chain, write_at
+from test_deep_paths import NAME, deep_chain, write_at
 from test_ops_e2e import REPO, free_port, healthz, make_config, metric, running, scrape
+
+from tempwatch.longpath import MAX_PATH_BYTES
 
 HOUR = 3600.0
 
@@ -304,3 +306,25 @@ def test_directories_left_unwatched_are_watched_once_the_limit_is_raised(
         reasons = healthz(url)[1]["reasons"]
         assert isinstance(reasons, list)
         assert not any("not watched" in str(reason) for reason in reasons), reasons
+
+
+@needs_userns
+@pytest.mark.root
+def test_a_directory_below_path_max_over_the_watch_limit_is_reported_and_found(
+    base: Path, tmp_path: Path
+) -> None:
+    # Every level of the chain whose path fits in PATH_MAX gets a watch; a tree moved in
+    # below it is over the limit: it must be reported unwatched like any other (its path is
+    # too long for a plain stat), and its file found all the same.
+    fits = sum(1 for level in range(1, 40)
+               if len(str(base)) + level * (len(NAME) + 1) < MAX_PATH_BYTES)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with deep_chain(staging, 3) as (_, fd):
+        write_at(fd, "bottom")
+    with namespaced(base, tmp_path, watches=1 + fits) as (child, url):
+        with deep_chain(base, fits) as (_, fd):
+            os.rename(staging / NAME, NAME, dst_dir_fd=fd)
+            wait_for(lambda: healthz(url)[1]["unwatched_dirs"] >= 1, message="reported")
+            wait_for(lambda: metric(url, "temp_files_active") == 1, message="the file found")
+        assert child.said("could not watch new directory")
