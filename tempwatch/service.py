@@ -264,7 +264,7 @@ class Service:
             base_dir_problem=supervisor.guard.problem,
             sweep_denied_processes=self._visibility.processes_denied,
             observer_fallback=watcher.fallback_reason if watcher is not None else None,
-            unwatched_dirs=watcher.unwatched_dirs if watcher is not None else 0,
+            unwatched_dirs=len(watcher.unwatched) if watcher is not None else 0,
             deleted_open_files=self._deleted_open[0],
             deleted_open_bytes=self._deleted_open[1],
             in_use_check=self._in_use_check(),

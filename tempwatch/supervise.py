@@ -75,7 +75,7 @@ class Supervisor:
         are tried again."""
         watcher = self.watcher
         if watcher is not None:
-            watcher.forget_gone_unwatched()
+            watcher.unwatched.forget_gone()
             if periodic:
                 watcher.retry_unwatched()
 

@@ -64,6 +64,7 @@ from tempwatch.inotify import InotifyObserver
 from tempwatch.longpath import lstat_any
 from tempwatch.registry import Registry
 from tempwatch.rules import RuleSet
+from tempwatch.unwatched import UnwatchedDirs
 
 __all__ = ["ObserverKind", "Watcher"]
 
@@ -248,7 +249,18 @@ class _Handler(FileSystemEventHandler):
         elif not src or not registry.move(src, dst):
             self.created(dst)  # moved in, or its source was not registered
         else:
+            self._refresh_size(dst)
             self._w._changed()
+
+    def _refresh_size(self, path: str) -> None:
+        # A write closed just before a rename was reported under the old name, gone by the
+        # time its lstat ran: read the size again, without renewing the entry.
+        try:
+            st = lstat_any(path)
+        except OSError:
+            return  # renamed again, or gone: its own event follows
+        if stat.S_ISREG(st.st_mode):
+            self._w.registry.update_size(path, st.st_size)
 
     def dir_moved(self, src: str, dst: str) -> None:
         """A directory renamed inside the tree (the entries keep their ages) or moved out."""
@@ -311,7 +323,7 @@ class Watcher:
         self.registered_total = 0
         self.base_dev = -1
         self.fallback_reason: str | None = None  # why "auto" fell back to polling
-        self._unwatched_dirs: set[str] = set()
+        self.unwatched = UnwatchedDirs()  # directories inotify could not watch
         self._observer: BaseObserver | None = None
         self._kind: Literal["inotify", "polling"] | None = None
         self._handler = _Handler(self)
@@ -378,7 +390,7 @@ class Watcher:
         self.stop()
         self._kind = None
         self.fallback_reason = None
-        self._unwatched_dirs.clear()  # the new observer watches what it can, and says so
+        self.unwatched.clear()  # the new observer watches what it can, and says so
         self.start()
 
     # -- internals ----------------------------------------------------------------
@@ -415,37 +427,16 @@ class Watcher:
         if self.on_overflow is not None:
             self.on_overflow()
 
-    @property
-    def unwatched_dirs(self) -> int:
-        """Directories inotify could not watch (its watch limit, say), still present."""
-        return len(self._unwatched_dirs)
-
-    def forget_gone_unwatched(self) -> None:
-        """Drop the unwatched directories that no longer exist (after a rescan)."""
-        for path in list(self._unwatched_dirs):
-            try:
-                lstat_any(path)
-            except OSError:
-                self._unwatched_dirs.discard(path)
-
     def retry_unwatched(self) -> None:
         """Try again to watch the directories inotify could not watch (the limit may have
         been raised): a re-walk adds the missing watches; those still failing report again."""
         observer = self._observer
-        if self._unwatched_dirs and isinstance(observer, InotifyObserver):
-            self._unwatched_dirs.clear()
+        if len(self.unwatched) and isinstance(observer, InotifyObserver):
+            self.unwatched.clear()
             observer.rewatch()
 
     def _unwatched(self, path: str) -> None:
-        self._unwatched_dirs.add(path)
-        count = len(self._unwatched_dirs)
-        # A warning for the first and every hundredth: past the watch limit, every new
-        # directory is one, and the log would hold nothing else.
-        logger.bind(event="unwatched", path=path, unwatched=count).log(
-            "WARNING" if count % 100 == 1 else "DEBUG",
-            "could not watch new directory {} ({} unwatched): its files are found by rescans; "
-            "raise fs.inotify.max_user_watches", path, count,
-        )
+        self.unwatched.add(path)
         self._missed(f"unwatched directory {path}")
 
     def _missed(self, reason: str) -> None:

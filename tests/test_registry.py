@@ -142,13 +142,16 @@ def test_many_late_entries_trigger_a_rebuild_and_stay_ordered() -> None:
     assert times == sorted(times) and len(times) == 5001
 
 
+ROUNDS = 400  # per thread: enough to interleave; 2000 took 40 s on a loaded 2-core machine
+
+
 def test_concurrent_updates_lose_nothing() -> None:
     registry = Registry()
     barrier = threading.Barrier(8)
 
     def work(worker: int) -> None:
         barrier.wait()
-        for i in range(2000):
+        for i in range(ROUNDS):
             registry.add(f"/b/{worker}/{i}", float(i), 1)
             if i % 2:
                 registry.move(f"/b/{worker}/{i}", f"/b/{worker}/m{i}")
@@ -161,7 +164,7 @@ def test_concurrent_updates_lose_nothing() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    expected = 8 * sum(1 for i in range(2000) if i % 2 or i % 3)
+    expected = 8 * sum(1 for i in range(ROUNDS) if i % 2 or i % 3)
     assert len(registry) == expected == registry.total_bytes
 
 
