@@ -110,10 +110,14 @@ def test_expiry_deletes_files_older_than_max_age(base: Path) -> None:
 
 def test_open_file_is_kept_until_closed(base: Path) -> None:
     config = make_config(base, max_age_seconds=0.2, interval_seconds=0.1)
-    with Service(config) as service:
-        path = base / "held.tmp"
-        path.write_bytes(b"x")
-        with hold_open(path, "r"):
+    path = base / "held.tmp"
+    path.write_bytes(b"x")
+    # Held open before the service starts: a holder started after the file was written
+    # could come up (a new Python process, slow on a loaded machine) after it expired.
+    holder = hold_open(path, "r")
+    holder.__enter__()
+    try:
+        with Service(config) as service:
 
             def skipped() -> bool:
                 report = service.stats.last_pass_report
@@ -123,7 +127,12 @@ def test_open_file_is_kept_until_closed(base: Path) -> None:
 
             wait_for(skipped, message="a pass skipped the open file")
             assert path.exists()
-        wait_for(lambda: not path.exists(), message="deleted once closed")
+            closing, holder = holder, None
+            closing.__exit__(None, None, None)
+            wait_for(lambda: not path.exists(), message="deleted once closed")
+    finally:
+        if holder is not None:
+            holder.__exit__(None, None, None)
 
 
 def test_count_limit_evicts_oldest_first_down_to_low_watermark(base: Path) -> None:
