@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from loguru import logger
+
+# No per-example deadline: it is a timing assert, and on a loaded machine (benchmarks,
+# other suites on 2 cores) an example can take a second for reasons of its own.
+settings.register_profile("tempwatch", deadline=None)
+settings.load_profile("tempwatch")
 
 
 @pytest.fixture(autouse=True)
