@@ -21,11 +21,13 @@ from tempwatch.age import last_used_at
 from tempwatch.config import Config
 from tempwatch.directory import limits_of, own_files, rules_of
 from tempwatch.errors import OutsideBaseDirError
+from tempwatch.freespace import pressure_reason
 from tempwatch.globs import is_excluded
 from tempwatch.inuse import InUse, LeaseProbe, is_dir_locked
 from tempwatch.oneshot import read_disk
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFileSet
 from tempwatch.policy import Reason, plan_pass
+from tempwatch.reclaim import watermarks_of
 from tempwatch.units import format_age, format_duration, printable
 
 __all__ = ["Explanation", "explain_path", "governing_directory", "render_text", "verdict"]
@@ -197,7 +199,8 @@ def _read_limits(
     facts: Explanation, config: Config, open_paths: Container[str], now: float
 ) -> None:
     """Whether the count or quota would evict it now, from a plan over the directory."""
-    if not (config.limits.max_files or config.limits.max_total_size_bytes):
+    watermarks = watermarks_of(config)
+    if not (config.limits.max_files or config.limits.max_total_size_bytes or watermarks.is_set):
         return
     entries = read_disk(config).registry.oldest_first()
     plan = plan_pass(entries, now=now, limits=limits_of(config), open_paths=open_paths)
@@ -208,6 +211,10 @@ def _read_limits(
         ):
             facts.limit = decision.reason.value
             return
+    facts.limit = pressure_reason(
+        facts.path, str(config.watch.base_dir), entries, watermarks=watermarks, now=now,
+        open_paths=open_paths,
+    )
 
 
 def verdict(facts: Explanation) -> tuple[str, str]:
@@ -253,6 +260,12 @@ def _reason_to_go(facts: Explanation) -> str | None:
         )
     if facts.max_file_size_bytes and facts.size_bytes > facts.max_file_size_bytes:
         return f"oversize: {facts.size_bytes} bytes, limit {facts.max_file_size_bytes}"
+    if facts.limit in ("low-space", "low-inodes"):
+        what = "space" if facts.limit == "low-space" else "inodes"
+        return (
+            f"{facts.limit}: among the oldest files while the filesystem's free {what} is "
+            "below its watermark"
+        )
     if facts.limit is not None:
         return f"{facts.limit}: among the oldest files over the directory's limit"
     return None

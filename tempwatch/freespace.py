@@ -14,7 +14,7 @@ from tempwatch.reclaim import read_usage
 from tempwatch.registry import Entry
 from tempwatch.units import format_size
 
-__all__ = ["pressure_lines", "pressure_status"]
+__all__ = ["pressure_lines", "pressure_reason", "pressure_status"]
 
 
 def pressure_status(
@@ -54,6 +54,29 @@ def pressure_status(
         "short_bytes": pressure.short_bytes,
         "short_inodes": pressure.short_inodes,
     }
+
+
+def pressure_reason(
+    path: str,
+    base_dir: str,
+    entries: Sequence[tuple[str, Entry]],
+    *,
+    watermarks: Watermarks,
+    now: float,
+    open_paths: Container[str],
+    usage_of: Callable[[str], FsUsage] = read_usage,
+) -> str | None:
+    """"low-space" or "low-inodes" if an eviction for free space would remove `path` now."""
+    if not watermarks.is_set:
+        return None
+    try:
+        usage = usage_of(base_dir)
+    except OSError:
+        return None
+    plan = plan_pressure(
+        entries, usage=usage, watermarks=watermarks, now=now, open_paths=open_paths
+    ).plan
+    return next((d.reason.value for d in plan.deletions if d.path == path), None)
 
 
 def pressure_lines(figures: dict[str, object] | None) -> list[str]:

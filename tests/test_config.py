@@ -796,3 +796,21 @@ def test_free_space_in_bytes_round_trips(tmp_path: Path) -> None:
         'limits.min_free_space: expected a percentage above 0% and below 100%, like "10%", '
         'got "99.9.9%"'
     )
+
+
+def test_free_watermarks_are_set_per_directory(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path = write_config(
+        tmp_path,
+        '[limits]\nmin_free_space = "10%"\n'
+        f'[[directory]]\npath = "{tmp_path / "a"}"\nmin_free_inodes = 500\n'
+        f'[[directory]]\npath = "{tmp_path / "b"}"\nmin_free_space = "2GiB"\n',
+    )
+    a, b = load_config(path, env={}).each_directory()
+    assert (a.limits.min_free_space, a.limits.min_free_inodes) == (
+        FreeAmount(10, is_percent=True), FreeAmount(500))
+    assert (b.limits.min_free_space, b.limits.min_free_inodes) == (FreeAmount(2 * 1024**3), None)
+    entry = f'[[directory]]\npath = "{tmp_path / "a"}"\nmin_free_space = "x"\n'
+    bad = write_config(tmp_path, entry)
+    assert "min_free_space" in config_error(bad, env={})

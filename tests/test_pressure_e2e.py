@@ -335,11 +335,18 @@ def test_status_shows_free_space_against_the_watermarks(
         out = capsys.readouterr().out
         assert main(["status", "-c", str(config), "--json"]) == 0
         figures = json.loads(capsys.readouterr().out)["pressure"]
+        assert main(["explain", "-c", str(config), str(base / "f0"), str(base / "f9")]) == 0
+        explained = capsys.readouterr().out
         assert sorted(p.name for p in base.iterdir()) == [f"f{i}" for i in range(10)]
     assert "free space: 6 MiB of 16 MiB (37.5%), watermark 8 MiB" in out
     assert "free inodes: " in out and ", watermark 50" in out
     assert "an eviction for free space now would remove 3 files (3 MiB)" in out
     assert (figures["low_space"], figures["would_remove"]) == (True, 3)
+    assert (
+        f"{base / 'f0'}: would delete: low-space: among the oldest files while the "
+        "filesystem's free space is below its watermark"
+    ) in explained
+    assert f"{base / 'f9'}: kept: " in explained
 
 
 def is_registered(service: Service, path: Path) -> Callable[[], bool]:
