@@ -1,4 +1,4 @@
-"""The command line: `tempwatch run | clean | status | check-config`.
+"""The command line: `tempwatch run | clean | status | check-config | default-config`.
 
 The only place that turns typed errors into one-line messages and exit codes:
 0 success, 1 a deletion failed or another instance runs, 2 a configuration or usage error.
@@ -8,100 +8,68 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from tempwatch.cleaner import PassReport
-from tempwatch.config import Config, load_config
-from tempwatch.deleter import DeleteResult
+from tempwatch.cliargs import OVERRIDES, build_parser, override_labels
+from tempwatch.config import SYSTEM_CONFIG_PATH, Config, find_config_file, load_config
 from tempwatch.errors import ConfigError, TempwatchError
-from tempwatch.logsetup import configure_logging
-from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles
-from tempwatch.policy import Decision
-from tempwatch.units import format_age, format_size
+from tempwatch.units import count, format_age, format_size
+
+if TYPE_CHECKING:
+    from tempwatch.cleaner import PassReport
+    from tempwatch.deleter import DeleteResult
+    from tempwatch.policy import Decision
 
 __all__ = ["main", "run_main"]
 
-# Flags shared by every command, as (flag, config key, help). Values stay strings for the
-# loader to parse and validate, except --max-files, which the loader wants as an integer.
-_OVERRIDES: tuple[tuple[str, str, str], ...] = (
-    ("--base-dir", "watch.base_dir", "directory to watch and clean"),
-    ("--max-age", "cleanup.max_age", 'age after which a file expires ("90s", "1h", "7d")'),
-    ("--interval", "cleanup.interval", "time between cleanup passes"),
-    ("--max-files", "limits.max_files", "maximum number of files (0 = unlimited)"),
-    ("--max-file-size", "limits.max_file_size", 'per-file size limit ("100MiB", 0 = none)'),
-    ("--max-total-size", "limits.max_total_size", 'total size quota ("10GiB", 0 = none)'),
-    ("--observer", "watch.observer", "auto, inotify or polling"),
-    ("--log-level", "log.level", "DEBUG, INFO, WARNING, ..."),
-    ("--log-format", "log.format", "text or json"),
-    ("--log-file", "log.file", "also log to this file"),
-)
-
-
-_INT_FLAGS = {"--max-files": int}
-
-
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
-    for flag, _key, text in _OVERRIDES:
-        common.add_argument(flag, metavar="VALUE", help=text, type=_INT_FLAGS.get(flag, str))
-    common.add_argument(
-        "--dry-run", action="store_true", default=None, help="decide and report, delete nothing"
-    )
-    parser = argparse.ArgumentParser(
-        prog="tempwatch", description="Keeps temporary directories from leaking."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", parents=[common], help="run the watcher service")
-    clean = commands.add_parser("clean", parents=[common], help="one cleanup pass, then exit")
-    clean.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    status = commands.add_parser("status", parents=[common], help="what is piling up")
-    status.add_argument("--json", action="store_true", help="print JSON")
-    commands.add_parser("check-config", parents=[common], help="print the effective config")
-    health = commands.add_parser(
-        "health", parents=[common], help="ask the running service how it is (exit 1: unhealthy)"
-    )
-    health.add_argument("--json", action="store_true", help="print the service's JSON answer")
-    health.add_argument(
-        "--timeout", type=float, default=5.0, metavar="SECONDS", help="wait this long at most"
-    )
-    explain = commands.add_parser(
-        "explain", parents=[common], help="why each file would go or stay (exit 2: outside)"
-    )
-    explain.add_argument("paths", nargs="+", metavar="PATH", help="files to explain")
-    explain.add_argument("--json", action="store_true", help="print a JSON list")
-    return parser
+_WHOLE_NUMBER = re.compile(r"\s*[0-9]+\s*")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     found: dict[str, object] = {}
-    for flag, key, _text in _OVERRIDES:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            found[key] = value
-    if args.dry_run:
+    for override in OVERRIDES:
+        value = getattr(args, override.dest, None)
+        if value is None:
+            continue
+        # The loader wants counts as integers (TOML has them); anything else goes as given,
+        # for the loader to reject in the words it uses for a bad config value.
+        if override.key == "limits.max_files" and _WHOLE_NUMBER.fullmatch(value):
+            value = int(value)
+        found[override.key] = value
+    if getattr(args, "dry_run", None):
         found["cleanup.dry_run"] = True
     return found
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None, *, system_config: Path = SYSTEM_CONFIG_PATH
+) -> int:
+    """Run the command line; returns the exit code.
+
+    Without --config the file is $TEMPWATCH_CONFIG, else `system_config` if it exists.
+    """
+    args = build_parser().parse_args(argv)
+    if args.command == "default-config":
+        return _default_config()
     overrides = _overrides(args)
+    labels = override_labels()
 
     def load() -> Config:
-        return load_config(args.config, overrides=overrides)
+        path, _why = find_config_file(args.config, system_path=system_config)
+        return load_config(path, overrides=overrides, labels=labels)
 
     try:
-        config = load()
         if args.command == "check-config":
-            print(config.to_toml(), end="")
-            return 0
+            return _check_config(load, args.config, system_config)
+        config = load()
         if args.command == "run":
             from tempwatch.daemon import run_daemon  # watchdog is imported only to watch
+            from tempwatch.logsetup import configure_logging
 
             return run_daemon(load, configure_logging=lambda c: configure_logging(c.log))
         if args.command == "health":
@@ -117,6 +85,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TempwatchError as e:
         _fail(str(e))
         return 2
+
+
+def _check_config(load: Callable[[], Config], given: str | None, system_config: Path) -> int:
+    path, why = find_config_file(given, system_path=system_config)
+    config = load()
+    # stdout stays valid TOML for `check-config > file`; which file was read is for people.
+    print(f"tempwatch: config file: {path} ({why})" if path else f"tempwatch: config file: {why}",
+          file=sys.stderr)
+    print(config.to_toml(), end="")
+    return 0
+
+
+def _default_config() -> int:
+    from importlib.resources import files
+
+    sys.stdout.write(files("tempwatch").joinpath("default-config.toml").read_text("utf-8"))
+    return 0
 
 
 def _fail(message: str) -> None:
@@ -144,6 +129,7 @@ def _health(config: Config, *, as_json: bool, timeout_seconds: float) -> int:
 
 
 def _status(config: Config, *, as_json: bool) -> int:
+    from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles
     from tempwatch.status import gather_status, render_text
 
     reports = []
@@ -165,6 +151,7 @@ def _status(config: Config, *, as_json: bool) -> int:
 def _explain(config: Config, paths: Sequence[str], *, as_json: bool) -> int:
     """Explain each path; 2 if one lies outside every configured directory, else 0."""
     from tempwatch.explain import explain_path, governing_directory, render_text
+    from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles
 
     sweeps: dict[str, LazyOpenFiles] = {}  # one sweep per directory asked about
     found, status = [], 0
@@ -240,6 +227,7 @@ class _Printer:
 
 
 def _clean(config: Config, *, quiet: bool) -> int:
+    from tempwatch.logsetup import configure_logging
     from tempwatch.oneshot import clean_once
 
     # Each deletion is printed on stdout; the stderr log keeps to warnings so a terminal
@@ -257,12 +245,12 @@ def _clean(config: Config, *, quiet: bool) -> int:
         failed += len(report.failed)
         if config.directories:
             print(
-                f"{directory.watch.base_dir}: {verb} {len(report.deleted)} files "
+                f"{directory.watch.base_dir}: {verb} {count(len(report.deleted), 'file')} "
                 f"({format_size(report.deleted_bytes)})"
             )
     print(
-        f"{verb} {deleted} files ({format_size(deleted_bytes)}), "
-        f"{skipped} skipped as open, {failed} errors"
+        f"{verb} {count(deleted, 'file')} ({format_size(deleted_bytes)}), "
+        f"{skipped} skipped as open, {count(failed, 'error')}"
     )
     return 1 if failed else 0
 

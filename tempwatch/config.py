@@ -46,6 +46,7 @@ from tempwatch.units import render_value
 __all__ = [
     "CONFIG_PATH_ENV",
     "ENV_VARS",
+    "SYSTEM_CONFIG_PATH",
     "LOG_LEVELS",
     "CleanupConfig",
     "Config",
@@ -56,6 +57,7 @@ __all__ = [
     "ObserverKind",
     "WatchConfig",
     "default_base_dir",
+    "find_config_file",
     "load_config",
     "parse_effective_config",
 ]
@@ -63,6 +65,9 @@ __all__ = [
 
 CONFIG_PATH_ENV = "TEMPWATCH_CONFIG"
 """Environment variable naming the config file when no path is passed to load_config."""
+
+SYSTEM_CONFIG_PATH = Path("/etc/tempwatch/config.toml")
+"""The config file the command line reads when neither --config nor $TEMPWATCH_CONFIG names one."""
 
 ENV_VARS: Mapping[str, str] = {
     "TEMP_FILE_BASE_DIR": "watch.base_dir",
@@ -284,12 +289,36 @@ def _from_env(env: Mapping[str, str], cwd: Path) -> dict[str, object]:
     return values
 
 
-def _from_overrides(overrides: Mapping[str, object], cwd: Path) -> dict[str, object]:
+def _from_overrides(
+    overrides: Mapping[str, object], cwd: Path, labels: Mapping[str, str]
+) -> dict[str, object]:
     origin = Origin(relative_to=cwd)
     # None means "flag not given", so the CLI can pass every option it has.
     return dict(
-        _convert(key, value, key, origin) for key, value in overrides.items() if value is not None
+        _convert(key, value, labels.get(key, key), origin)
+        for key, value in overrides.items()
+        if value is not None
     )
+
+
+def find_config_file(
+    path: str | Path | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    system_path: Path = SYSTEM_CONFIG_PATH,
+) -> tuple[Path | None, str]:
+    """The config file to read, and why: `path`, else $TEMPWATCH_CONFIG, else `system_path`
+    if it exists, else none. The reason is for people ("--config", "$TEMPWATCH_CONFIG", ...).
+    """
+    environ = os.environ if env is None else env
+    if path is not None:
+        return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))), "--config"
+    if environ.get(CONFIG_PATH_ENV, "").strip():
+        found = _config_file(None, environ)
+        return (None if found is None else found[0]), f"${CONFIG_PATH_ENV}"
+    if system_path.is_file():
+        return system_path, "the default location"
+    return None, f"none given (no --config, no ${CONFIG_PATH_ENV}, no {system_path})"
 
 
 def _config_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path, str] | None:
@@ -408,6 +437,7 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Config:
     """Build the effective Config: defaults < TOML file < environment < overrides.
 
@@ -415,7 +445,8 @@ def load_config(
     `overrides` are TOML keys in dotted form ({"cleanup.max_age": "5m"}) checked like TOML
     values; a None value is ignored. Relative paths in the file are taken from the file's
     directory, others from the current directory. Raises ConfigError, one line, naming the
-    key (or environment variable) and the bad value.
+    key (or environment variable) and the bad value; `labels` names an override's key
+    differently in that message ({"limits.max_files": "--max-files"}).
     """
     environ = os.environ if env is None else env
     cwd = Path.cwd()
@@ -428,7 +459,8 @@ def load_config(
     source = None if config_file is None else config_file[0]
     from_env = _from_env(environ, cwd)
     values.update(from_env)
-    from_overrides = _from_overrides(overrides or {}, cwd)
+    labels = labels or {}
+    from_overrides = _from_overrides(overrides or {}, cwd, labels)
     if entries is not None:
         if "watch.base_dir" in from_env and "watch.base_dir" not in from_overrides:
             raise ConfigError(
@@ -437,9 +469,9 @@ def load_config(
             )
         return _build_directories(values, entries, {**from_env, **from_overrides}, source, cwd)
     values.update(from_overrides)
-    base_dir_label = (
-        "TEMP_FILE_BASE_DIR (environment)"
-        if "watch.base_dir" in from_env and "watch.base_dir" not in from_overrides
-        else "watch.base_dir"
-    )
+    base_dir_label = "watch.base_dir"
+    if "watch.base_dir" in from_overrides:
+        base_dir_label = labels.get("watch.base_dir", base_dir_label)
+    elif "watch.base_dir" in from_env:
+        base_dir_label = "TEMP_FILE_BASE_DIR (environment)"
     return _build(values, source, cwd, base_dir_label)

@@ -38,6 +38,7 @@ from tempwatch.lognoise import SaidOnce
 from tempwatch.pacing import UNLIMITED, Budget, Pacer, batches
 from tempwatch.policy import Limits, Plan, Reason, plan_evictions, plan_pass
 from tempwatch.registry import Entry, Registry
+from tempwatch.units import count
 
 __all__ = ["run_eviction", "run_pass", "run_pass_over"]
 
@@ -405,7 +406,7 @@ def _log_time_limit(run: _Run, registry: Registry | None, limits: Limits) -> Non
 
 def _summarise(report: PassReport, remaining: int) -> None:
     stopped = (
-        f"; stopped early, {report.unfinished} files left for the next pass"
+        f"; stopped early, {count(report.unfinished, 'file')} left for the next pass"
         if report.unfinished
         else ""
     )
@@ -419,13 +420,13 @@ def _summarise(report: PassReport, remaining: int) -> None:
         unfinished=report.unfinished,
         duration_seconds=round(report.duration_seconds, 4),
     ).info(
-        "cleanup pass: {} {} ({} bytes), {} skipped as open, {} errors, {} files remain{}",
+        "cleanup pass: {} {} ({} bytes), {} skipped as open, {}, {} left{}",
         "would delete" if report.dry_run else "deleted",
-        len(report.deleted),
+        count(len(report.deleted), "file"),
         report.deleted_bytes,
         len(report.skipped_open),
-        len(report.failed),
-        remaining,
+        count(len(report.failed), "error"),
+        count(remaining, "file"),
         stopped,
     )
     if report.pinned_files:

@@ -24,7 +24,7 @@ from tempwatch.oneshot import read_disk
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, describe_holders
 from tempwatch.policy import plan_pass
 from tempwatch.reclaim import watermarks_of
-from tempwatch.units import format_age, format_size, printable
+from tempwatch.units import count, format_age, format_size, printable
 
 __all__ = [
     "AgeBucket",
@@ -228,18 +228,22 @@ def render_text(report: StatusReport) -> str:
     if report.would_remove:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(report.would_remove.items()))
         lines.append(
-            f"a clean now would remove {sum(report.would_remove.values())} files "
+            f"a clean now would remove {count(sum(report.would_remove.values()), 'file')} "
             f"({format_size(report.would_remove_bytes)}): {reasons}"
         )
     else:
         lines.append("a clean now would remove nothing")
     if report.skipped_open:
-        lines.append(f"{report.skipped_open} files that would go are open and would be kept")
+        lines.append(
+            f"{count(report.skipped_open, 'file')} that would go "
+            f"{'is' if report.skipped_open == 1 else 'are'} open and would be kept"
+        )
     if report.scan_errors:
-        lines.append(f"{report.scan_errors} entries could not be read")
+        lines.append(f"{count(report.scan_errors, 'entry', 'entries')} could not be read")
     if report.deleted_open_files:
         lines.append(
-            f"{report.deleted_open_files} deleted files are still held open and keep "
+            f"{count(report.deleted_open_files, 'deleted file')} "
+            f"{'is' if report.deleted_open_files == 1 else 'are'} still held open and keep "
             f"{format_size(report.deleted_open_bytes)} of disk space:"
         )
         for item in report.deleted_open:
@@ -258,10 +262,21 @@ def _service_lines(report: StatusReport) -> list[str]:
     lines = [f"service: running (pid {report.service_pid or 'unknown'})"]
     health = report.service
     if health is None:
-        lines.append("  enable [metrics] to see its own figures here (from /healthz)")
+        lines.append("  it did not answer on its health socket (an older tempwatch, or busy)")
         return lines
     keys = ("status", "active_files", "observer_alive", "last_pass_at", "reasons")
-    lines.extend(f"  {key}: {health[key]}" for key in keys if key in health)
+    lines.extend(f"  {key}: {_plain(health[key])}" for key in keys if key in health)
     if report.config_from == "service":
         lines.append("  (what a clean would remove is judged with the service's own config)")
     return lines
+
+
+def _plain(value: object) -> str:
+    """A health value as text for people: yes/no, "none", lists joined."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return "; ".join(str(item) for item in value) or "none"
+    return str(value)

@@ -10,6 +10,7 @@ from fractions import Fraction
 from tempwatch.errors import ConfigError
 
 __all__ = [
+    "count",
     "printable",
     "format_age",
     "format_duration",
@@ -32,6 +33,7 @@ _DURATION_UNITS: dict[str, Fraction] = {
     "s": Fraction(1),
     "ms": Fraction(1, 1000),
 }
+_UNIT_LIST = "d (days), h (hours), m (minutes), s (seconds), ms (milliseconds)"
 _DURATION_RANK = {unit: rank for rank, unit in enumerate(_DURATION_UNITS)}
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"
 # Units are lowercase only: "1M" could be meant as a month, and reading it as a minute
@@ -110,10 +112,13 @@ def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> floa
     naming `key` and the value.
     """
     seconds = _duration_seconds(value)
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        raise _invalid(key, _DURATION_OR_ZERO_HINT if allow_zero else _DURATION_HINT, value)
-    if seconds == 0 and not allow_zero:
-        raise _invalid(key, _DURATION_HINT, value)
+    if seconds is None or not math.isfinite(seconds) or seconds < 0 or (
+        seconds == 0 and not allow_zero
+    ):
+        error = _invalid(key, _DURATION_OR_ZERO_HINT if allow_zero else _DURATION_HINT, value)
+        if isinstance(value, str) and value != value.lower():
+            error = ConfigError(f"{error}; units are lowercase: {_UNIT_LIST}")
+        raise error
     return seconds
 
 
@@ -145,6 +150,11 @@ def parse_size(value: object, key: str) -> int:
     if size is None or size < 0:
         raise _invalid(key, _SIZE_HINT, value)
     return size
+
+
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """A number and a noun that agrees with it: "1 file", "2 files", "0 entries"."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
 def format_size(n: int) -> str:

@@ -135,7 +135,7 @@ def test_check_config_prints_the_effective_config_as_toml(
     assert effective["watch"]["base_dir"] == str(base)
     assert effective["limits"]["max_files"] == 7
     assert effective["cleanup"]["max_age"] in ("90m", "1h30m", 5400)
-    assert result.err == ""
+    assert result.err == f"tempwatch: config file: {config} (--config)\n"
 
 
 @pytest.mark.parametrize(
@@ -805,3 +805,107 @@ def test_clean_writes_to_the_stdout_of_the_moment(base: Path) -> None:
     lines = buffer.getvalue().splitlines()
     assert len(lines) == 2, lines
     assert str(old) in lines[0]
+
+
+# -- the command line itself ----------------------------------------------------------------
+
+
+def test_version(run: _Runner) -> None:
+    from tempwatch import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        run("--version")
+    assert exited.value.code == 0
+    assert __version__ in _last_output(run)
+
+
+def _last_output(run: _Runner) -> str:
+    captured = run._capsys.readouterr()
+    return captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("command", "present", "absent"),
+    [
+        ("run", ["--interval", "--observer", "--dry-run", "--log-file"], ["--json", "--quiet"]),
+        ("clean", ["--dry-run", "--quiet", "--max-age"], ["--interval", "--observer", "--json"]),
+        ("status", ["--json", "--max-age", "--base-dir"],
+         ["--dry-run", "--log-file", "--interval", "--observer", "--quiet"]),
+        ("check-config", ["--interval", "--observer", "--dry-run"], ["--json", "--quiet"]),
+    ],
+)
+def test_each_command_has_a_description_and_only_its_flags(
+    run: _Runner, command: str, present: list[str], absent: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(command, "--help")
+    assert exited.value.code == 0
+    text = _last_output(run)
+    usage, _, rest = text.partition("\n\n")
+    description = rest.partition("\n\n")[0]
+    assert len(description.split()) >= 8, f"{command} has no description:\n{text}"
+    for flag in present:
+        assert flag in text, f"{command} --help lacks {flag}"
+    for flag in absent:
+        assert flag not in text, f"{command} --help lists {flag}, which does not apply"
+
+
+def test_a_flag_that_does_not_apply_is_refused(run: _Runner, base: Path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run("status", "--base-dir", base, "--dry-run")
+    assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--max-files", "ten"], '--max-files: expected an integer >= 0, got "ten"'),
+        (["--max-files", "-3"], '--max-files: expected an integer >= 0, got "-3"'),
+        (["--max-file-size", "lots"], '--max-file-size: expected a size'),
+        (["--observer", "fanotify"], '--observer: expected one of "auto", "inotify"'),
+    ],
+)
+def test_a_bad_flag_value_is_a_one_line_config_error(
+    run: _Runner, base: Path, argv: list[str], expected: str
+) -> None:
+    (base / "keep").write_text("x")
+    result = run("check-config", "--base-dir", base, *argv)
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.count("\n") == 1 and "usage:" not in result.err, result.err
+    assert result.err.startswith(f"tempwatch: config error: {expected}"), result.err
+    assert (base / "keep").exists()
+
+
+def test_an_uppercase_duration_unit_is_refused_with_the_units_listed(
+    run: _Runner, base: Path
+) -> None:
+    (base / "old").write_text("x")
+    _age(base / "old", 3 * HOUR)
+    result = run("clean", "--base-dir", base, "--max-age", "5M")
+    assert result.code == 2
+    assert result.err.count("\n") == 1, result.err
+    assert result.err.startswith('tempwatch: config error: --max-age: expected a duration')
+    assert "lowercase" in result.err
+    for unit in ("d (days)", "h (hours)", "m (minutes)", "s (seconds)", "ms (milliseconds)"):
+        assert unit in result.err
+    assert (base / "old").exists(), "nothing is deleted on a config error"
+
+
+def test_counts_agree_with_their_nouns(run: _Runner, base: Path) -> None:
+    (base / "old").write_text("x")
+    _age(base / "old", 3 * HOUR)
+    status = run("status", "--base-dir", base)
+    assert "would remove 1 file (" in status.out, status.out
+    dry = run("clean", "--base-dir", base, "--dry-run")
+    assert dry.summary.startswith("would remove 1 file ("), dry.summary
+    assert dry.summary.endswith("0 errors"), dry.summary
+    done = run("clean", "--base-dir", base)
+    assert done.summary.startswith("removed 1 file ("), done.summary
+
+
+def test_default_config_prints_the_shipped_commented_file(run: _Runner) -> None:
+    result = run("default-config")
+    assert result.code == 0
+    assert result.out == (REPO / "config.toml").read_text("utf-8")
+    assert "# " in result.out and tomllib.loads(result.out)["cleanup"]["max_age"] == "1h"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from test_ops_e2e import Child, free_port, wait_up, write_config
 
 from tempwatch import TempFileManager
 from tempwatch.cli import main
+from tempwatch.healthsocket import SOCKET_NAME
 
 
 def test_status_shows_the_running_service_and_its_own_figures(
@@ -87,3 +89,28 @@ def test_status_judges_with_the_running_services_config_not_the_file(
     assert main(["status", "-c", str(config), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["config_from"] == "file" and report["would_remove"] == {"expired": 1}
+
+
+def test_status_finds_a_service_on_port_0_and_prints_plain_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With `port = 0` the service picks a port; status asks it over its socket instead."""
+    base = tmp_path / "base"
+    base.mkdir()
+    config = tmp_path / "config.toml"
+    write_config(config, base, 0, max_age="1h", interval="1h")
+    child = Child(config)
+    try:
+        wait_for(lambda: any("serving metrics" in line for line in child.lines),
+                 timeout=20, message="the service to serve metrics on a random port")
+        wait_for(lambda: (base / SOCKET_NAME).exists(), timeout=20, message="its socket")
+        assert main(["status", "-c", str(config)]) == 0
+        text = capsys.readouterr().out
+    finally:
+        assert child.stop() == 0, child.log()
+    # The service's own figures, whatever its health here (a process the open-file sweep
+    # cannot inspect makes it "degraded", with a reason).
+    assert re.search(r"^  status: (healthy|degraded)$", text, re.M), text
+    assert "enable" not in text and "did not answer" not in text, text
+    assert "observer_alive: yes" in text and "True" not in text, text
+    assert re.search(r"^  reasons: [^\[]", text, re.M) and "[]" not in text, text
