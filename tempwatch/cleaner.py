@@ -307,7 +307,8 @@ def _record(
             level,
             "{verb} {path} ({reason}, age {age_seconds:.0f}s, {size_bytes} bytes)",
             verb="would delete" if dry_run else "deleted",
-            **_fields(decision, "deleted", result.size_bytes),
+            # A dry run's line must not count as a deletion: `select(.event == "deleted")`.
+            **_fields(decision, "would-delete" if dry_run else "deleted", result.size_bytes),
         )
         if listener is not None:
             listener.on_deleted(decision, result)

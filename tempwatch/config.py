@@ -51,6 +51,7 @@ __all__ = [
     "CleanupConfig",
     "Config",
     "LimitsConfig",
+    "changed_settings",
     "LogConfig",
     "LogFormat",
     "MetricsConfig",
@@ -204,11 +205,35 @@ class Config:
 
         return config_to_dict(self)
 
+    def settings(self) -> dict[str, object]:
+        """The effective config flat, keyed by dotted TOML key ({"cleanup.max_age": "1h"};
+        "directory.2.base_dir" for the second [[directory]]), as logged at start;
+        `changed_settings` compares two of them for a reload."""
+        flat: dict[str, object] = {}
+        for section, table in self.to_dict().items():
+            if isinstance(table, dict):
+                flat.update((f"{section}.{key}", value) for key, value in table.items())
+            elif isinstance(table, list):
+                for number, entry in enumerate(table, start=1):
+                    items = entry.items() if isinstance(entry, dict) else ()
+                    flat.update((f"{section}.{number}.{key}", value) for key, value in items)
+        return flat
+
     def to_toml(self) -> str:
         """The effective config as TOML; load_config reads it back to an equal Config."""
         from tempwatch.configtoml import config_to_toml
 
         return config_to_toml(self)
+
+
+def changed_settings(old: Config, new: Config) -> dict[str, tuple[object, object]]:
+    """Dotted key -> (old value, new value) of each setting that differs; unset is None."""
+    before, after = old.settings(), new.settings()
+    return {
+        key: (before.get(key), after.get(key))
+        for key in dict.fromkeys([*before, *after])
+        if before.get(key) != after.get(key)
+    }
 
 
 # --- the layers ----------------------------------------------------------------------------

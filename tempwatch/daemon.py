@@ -126,6 +126,10 @@ def _serve(
         logger.bind(
             event="started", path=watched, observer=observer, files=files, pid=os.getpid(),
         ).info("watching {} ({}), {} files registered", watched, observer, files)
+        settings = service.config.settings()
+        logger.bind(event="settings", settings=settings).info(
+            "settings: {}", " ".join(f"{key}={value}" for key, value in settings.items())
+        )
         notifier.ready(f"watching {watched}")
         ping_seconds = notifier.ping_interval_seconds
         while signals.stop_signal is None:

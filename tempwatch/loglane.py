@@ -24,7 +24,9 @@ __all__ = ["install", "json_line", "log", "uninstall"]
 _LEVELS = {
     "TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50,
 }
-_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
+# Lists and tables (the settings at start, the changes at a reload) stay JSON; anything odd
+# inside them is written as its str().
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None), list, tuple, dict})
 
 
 def json_line(time: str, level: str, message: str, extra: Mapping[str, object]) -> str:
@@ -37,7 +39,7 @@ def json_line(time: str, level: str, message: str, extra: Mapping[str, object]) 
         if key[0] != "_":
             fields[key] = value if type(value) in _PLAIN_TYPES else str(value)
     # ASCII escapes keep a non-UTF-8 file name (held as surrogates) writable and readable.
-    return json.dumps(fields, ensure_ascii=True)
+    return json.dumps(fields, ensure_ascii=True, default=str)
 
 
 class _Lane:

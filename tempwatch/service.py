@@ -32,7 +32,7 @@ from loguru import logger
 
 from tempwatch.blindspots import SweepVisibility
 from tempwatch.cleaner import CleanupListener, PassReport
-from tempwatch.config import Config
+from tempwatch.config import Config, changed_settings
 from tempwatch.deleter import Deleter
 from tempwatch.directory import (
     deleter_for,
@@ -391,7 +391,11 @@ class Service:
             pass  # base_dir is not there: a deleter is made when a directory is adopted
         for event in (self._wake_cleanup, self._wake_enforcer, self._wake_rescan):
             event.set()  # re-wait with the new intervals, re-check the new limits
-        logger.bind(event="reload").info("configuration reloaded")
+        changes = changed_settings(old, config)
+        said = ", ".join(f"{key} {a} -> {b}" for key, (a, b) in changes.items())
+        logger.bind(event="reload", changes={k: list(v) for k, v in changes.items()}).info(
+            "configuration reloaded: {}", said or "nothing changed"
+        )
 
     # -- watcher callbacks (on watchdog's threads: quick, never blocking) ---------------
 

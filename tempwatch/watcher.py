@@ -234,22 +234,39 @@ class _Handler(FileSystemEventHandler):
         self._w._missed("handler error")
 
     def deleted(self, path: str) -> None:
-        """A file was unlinked."""
-        self._w.registry.discard(path)
+        """A file was unlinked (by anyone: our own deletions are already unregistered)."""
+        if self._w.registry.discard(path) is not None:
+            logger.debug(
+                "unregistered {}: deleted", path, event="unregistered", cause="deleted", path=path
+            )
 
     def root_deleted(self) -> None:
         """base_dir itself went: nothing below it remains."""
-        self._w.registry.discard_tree(self._base)
+        gone = self._w.registry.discard_tree(self._base)
+        logger.debug(
+            "unregistered {} files: base_dir {} was removed", gone, self._base,
+            event="unregistered", cause="base-dir-removed", path=self._base, files=gone,
+        )
 
     def file_moved(self, src: str, dst: str) -> None:
         """A file renamed; `src` is "" when moved in, `dst` "" when moved out."""
         registry = self._w.registry
         if not dst or self._is_ignored(dst):
-            registry.discard(src)  # moved out of the tree, or to a name never watched
+            # Moved out of the tree, or to a name never watched (excluded, another tree).
+            if registry.discard(src) is not None:
+                logger.debug(
+                    "unregistered {}: moved out to {}", src, dst or "outside base_dir",
+                    event="unregistered", cause="moved-out", path=src, src_path=src,
+                    dest_path=dst or None,
+                )
         elif not src or not registry.move(src, dst):
             self.created(dst)  # moved in, or its source was not registered
         else:
             self._refresh_size(dst)
+            logger.debug(
+                "renamed {} -> {}", src, dst, event="renamed", path=dst, src_path=src,
+                dest_path=dst,
+            )
             self._w._changed()
 
     def _refresh_size(self, path: str) -> None:
@@ -266,9 +283,18 @@ class _Handler(FileSystemEventHandler):
         """A directory renamed inside the tree (the entries keep their ages) or moved out."""
         registry = self._w.registry
         if not dst:
-            registry.discard_tree(src)
+            gone = registry.discard_tree(src)
+            logger.debug(
+                "unregistered {} files: directory {} moved out of base_dir", gone, src,
+                event="unregistered", cause="moved-out", path=src, src_path=src,
+                dest_path=None, files=gone,
+            )
         elif src:
-            registry.move_tree(src, dst)
+            moved = registry.move_tree(src, dst)
+            logger.debug(
+                "renamed directory {} -> {} ({} files)", src, dst, moved, event="renamed",
+                path=dst, src_path=src, dest_path=dst, files=moved,
+            )
         # A directory moved in: its files are registered one by one (a created event each).
 
 
