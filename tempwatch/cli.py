@@ -46,13 +46,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return found
 
 
-def main(
-    argv: Sequence[str] | None = None, *, system_config: Path = SYSTEM_CONFIG_PATH
-) -> int:
+def main(argv: Sequence[str] | None = None, *, system_config: Path | None = None) -> int:
     """Run the command line; returns the exit code.
 
-    Without --config the file is $TEMPWATCH_CONFIG, else `system_config` if it exists.
+    Without --config the file is $TEMPWATCH_CONFIG, else `system_config` (by default
+    /etc/tempwatch/config.toml) if it exists.
     """
+    system_config = SYSTEM_CONFIG_PATH if system_config is None else system_config
     args = build_parser().parse_args(argv)
     if args.command == "default-config":
         return _default_config()

@@ -58,6 +58,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # These tests age files by setting their mtime back; ctime cannot be, so they age by
     # mtime alone. The default age (by last use) has its own tests in test_age_e2e.py.
     monkeypatch.setenv("TEMP_FILE_AGE_BY", "modified")
+    # A tempwatch installed on this machine must not leak its /etc config into the tests.
+    monkeypatch.setattr("tempwatch.cli.SYSTEM_CONFIG_PATH", Path("/nonexistent/tempwatch.toml"))
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
@@ -909,3 +911,44 @@ def test_default_config_prints_the_shipped_commented_file(run: _Runner) -> None:
     assert result.code == 0
     assert result.out == (REPO / "config.toml").read_text("utf-8")
     assert "# " in result.out and tomllib.loads(result.out)["cleanup"]["max_age"] == "1h"
+
+
+# -- where the config file comes from -------------------------------------------------------
+
+
+def _toml_with_max_files(path: Path, base: Path, max_files: int) -> Path:
+    path.write_text(f'[watch]\nbase_dir = "{base}"\n[limits]\nmax_files = {max_files}\n')
+    return path
+
+
+def test_config_search_path_flag_then_env_then_system_file(
+    tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    system = _toml_with_max_files(tmp_path / "etc.toml", base, 1)
+    from_env = _toml_with_max_files(tmp_path / "env.toml", base, 2)
+    given = _toml_with_max_files(tmp_path / "given.toml", base, 3)
+
+    def check(*argv: str) -> tuple[int, str]:
+        assert main(["check-config", *argv], system_config=system) == 0
+        captured = capsys.readouterr()
+        return tomllib.loads(captured.out)["limits"]["max_files"], captured.err
+
+    assert check() == (1, f"tempwatch: config file: {system} (the default location)\n")
+    monkeypatch.setenv("TEMPWATCH_CONFIG", str(from_env))
+    assert check() == (2, f"tempwatch: config file: {from_env} ($TEMPWATCH_CONFIG)\n")
+    assert check("-c", str(given)) == (3, f"tempwatch: config file: {given} (--config)\n")
+    monkeypatch.delenv("TEMPWATCH_CONFIG")
+    system.unlink()
+    number, err = check("--base-dir", str(base))
+    assert number == 10000
+    assert err.startswith("tempwatch: config file: none given") and str(system) in err
+
+
+def test_a_missing_file_named_by_the_environment_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TEMPWATCH_CONFIG", str(tmp_path / "nope.toml"))
+    assert main(["status"], system_config=tmp_path / "absent.toml") == 2
+    err = capsys.readouterr().err
+    assert err == f"tempwatch: config error: config file not found: {tmp_path / 'nope.toml'}\n"
