@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import signal
 import sys
@@ -128,7 +129,9 @@ def _serve(
         ).info("watching {} ({}), {} files registered", watched, observer, files)
         settings = service.config.settings()
         logger.bind(event="settings", settings=settings).info(
-            "settings: {}", " ".join(f"{key}={value}" for key, value in settings.items())
+            "settings: {}",
+            # TOML-like words (true, [], "a b") rather than Python's (True, [], a b).
+            " ".join(f"{key}={json.dumps(value)}" for key, value in settings.items()),
         )
         notifier.ready(f"watching {watched}")
         ping_seconds = notifier.ping_interval_seconds

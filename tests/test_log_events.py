@@ -93,7 +93,8 @@ def test_settings_are_logged_at_start_and_changes_at_reload(tmp_path: Path, base
         assert settings["cleanup.interval"] == "1h"
         assert settings["limits.max_files"] == 10000
         assert settings["watch.base_dir"] == str(base)
-        assert "cleanup.max_age=1h" in str(record["message"])
+        assert 'cleanup.max_age="1h"' in str(record["message"])
+        assert "watch.recursive=true" in str(record["message"])
         write_config(config, base, max_age="2h", interval="1h")
         daemon.signal(signal.SIGHUP)
         daemon.wait_event("reload", changes={"cleanup.max_age": ["1h", "2h"]})

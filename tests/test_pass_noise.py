@@ -96,9 +96,9 @@ def test_a_dry_run_says_each_would_be_deletion_once(base: Path, log_lines: list[
     recorder = Recorder()
     with Service(config_for(base, dry_run=True), listener=recorder):
         wait_for(lambda: len(recorder.passes) >= 4, message="four dry-run passes")
-        said = [line for line in log_lines if line.startswith("INFO deleted would delete")]
+        said = [line for line in log_lines if line.startswith("INFO would-delete would delete")]
         assert len(said) == 3, said
-        assert sum(line.startswith("DEBUG deleted would delete") for line in log_lines) >= 6
+        assert sum(line.startswith("DEBUG would-delete would delete") for line in log_lines) >= 6
         passes = [line for line in log_lines if line.startswith("INFO pass ")]
         assert len(passes) >= 4 and all("would delete 3 " in line for line in passes)
         # The file changed (its size, at its close): its verdict is said again, once.
@@ -106,9 +106,9 @@ def test_a_dry_run_says_each_would_be_deletion_once(base: Path, log_lines: list[
             f.write(b"more")
         seen = len(recorder.passes)
         wait_for(lambda: len(recorder.passes) >= seen + 3, message="three more passes")
-        said = [line for line in log_lines if line.startswith("INFO deleted would delete")]
+        said = [line for line in log_lines if line.startswith("INFO would-delete would delete")]
         assert len(said) == 4, said
-        assert said[-1].startswith(f"INFO deleted would delete {paths[0]} (expired")
+        assert said[-1].startswith(f"INFO would-delete would delete {paths[0]} (expired")
     assert all(p.exists() for p in paths)
 
 

@@ -67,7 +67,7 @@ def test_run_with_readme_arguments_watches_and_expires(tmp_path: Path) -> None:
 @pytest.mark.timeout(600)
 def test_test_script_passes_arguments_to_pytest_from_the_callers_directory() -> None:
     result = subprocess.run(
-        [SCRIPTS / "test", "test_units.py", "-q", "-p", "no:cacheprovider"],
+        [SCRIPTS / "test", "test_health.py", "-q", "-p", "no:cacheprovider"],
         cwd=REPO / "tests", env=_env(), capture_output=True, text=True, timeout=590,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
