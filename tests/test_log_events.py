@@ -45,7 +45,7 @@ def test_a_dry_run_logs_would_delete_never_deleted(tmp_path: Path, base: Path) -
     base.mkdir()
     old = _old_file(base / "old")
     config = tmp_path / "cfg.toml"
-    write_config(config, base, max_age="1h", interval="100ms")
+    write_config(config, base, max_age="1h", interval="100ms", age_by=["modified"])
     config.write_text(config.read_text().replace("[cleanup]", "[cleanup]\ndry_run = true"))
     for daemon in _started(config):
         daemon.wait_event("would-delete", path=str(old), reason="expired")
@@ -111,7 +111,7 @@ def test_a_skipped_open_file_names_its_holders(tmp_path: Path, base: Path) -> No
     base.mkdir()
     held = _old_file(base / "held")
     config = tmp_path / "cfg.toml"
-    write_config(config, base, max_age="1h", interval="100ms")
+    write_config(config, base, max_age="1h", interval="100ms", age_by=["modified"])
     with hold_open(held) as pid:
         for daemon in _started(config):
             daemon.wait_event("skipped-open", path=str(held))
@@ -138,6 +138,8 @@ def test_the_readme_jq_filter_counts_deletions_and_not_a_dry_runs(tmp_path: Path
             [sys.executable, "-m", "tempwatch", "clean", "--base-dir", str(base),
              "--log-format", "json", "--log-file", str(log), *flags],
             check=True, capture_output=True, timeout=60,
+            # The files are aged by setting their mtime back; ctime cannot be.
+            env={**os.environ, "TEMP_FILE_AGE_BY": "modified"},
         )
         found = {}
         for expression in filters:
