@@ -290,7 +290,7 @@ def test_clean_and_status_cover_every_directory(
     assert [sum(d["would_remove"].values()) for d in status["directories"]] == [1, 0, 0]
     assert main(["clean", "-c", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].startswith("removed 1 files")
+    assert out[-1].startswith("removed 1 file (")
     assert not (a / "old").exists() and (b / "old").exists() and (c / "old").exists()
     assert main(["clean", "-c", str(path), "--base-dir", str(b), "--max-age", "1s"]) == 0
     assert not (b / "old").exists() and (c / "old").exists(), "--base-dir: just that one"
