@@ -7,8 +7,10 @@ set -euo pipefail
 TEMPWATCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Make $TEMPWATCH_ROOT/.venv if missing and install the project into it (with EXTRA, e.g.
-# "dev"), again only when pyproject.toml changed since the last install. An install with
-# an extra also satisfies a plain one.
+# "dev"), again only when pyproject.toml or constraints.txt changed since the last install.
+# Every dependency gets the exact version constraints.txt pins (scripts/refresh-constraints
+# updates it, on purpose), so a fresh checkout and CI test against the same versions.
+# An install with an extra also satisfies a plain one.
 tempwatch_venv() {
     local extra="${1:-}" root="$TEMPWATCH_ROOT" python="${PYTHON:-python3}"
     if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
@@ -19,14 +21,19 @@ tempwatch_venv() {
         "$python" -m venv "$root/.venv"
     fi
     local want stamp
-    want="$(cat "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    local constraints=()
+    if [ -f "$root/constraints.txt" ]; then
+        constraints=(-c "$root/constraints.txt")
+    fi
+    want="$({ cat "$root/pyproject.toml"; cat "$root/constraints.txt" 2>/dev/null || true; } \
+        | sha256sum | cut -d' ' -f1)"
     stamp="$root/.venv/.tempwatch-installed${extra:+-$extra}"
     if [ -z "$extra" ] && [ -f "$stamp-dev" ] && [ "$(cat "$stamp-dev")" = "$want" ]; then
         return 0
     fi
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         (cd "$root" && .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-            -e ".${extra:+[$extra]}")
+            "${constraints[@]}" -e ".${extra:+[$extra]}")
         echo "$want" > "$stamp"
     fi
 }

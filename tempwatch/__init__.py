@@ -7,6 +7,8 @@ loguru but adds no sinks and starts disabled: call `logger.enable("tempwatch")` 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from loguru import logger
 
 from tempwatch.errors import (
@@ -16,8 +18,10 @@ from tempwatch.errors import (
     TempFileError,
     TempwatchError,
 )
-from tempwatch.manager import TempFileManager
-from tempwatch.tempfiles import cleanup_temporary_file, create_temporary_file, temporary_file
+
+if TYPE_CHECKING:
+    from tempwatch.manager import TempFileManager
+    from tempwatch.tempfiles import cleanup_temporary_file, create_temporary_file, temporary_file
 
 __all__ = [
     "AlreadyRunningError",
@@ -35,3 +39,27 @@ __all__ = [
 __version__ = "0.1.0"
 
 logger.disable("tempwatch")
+
+# The library API is imported on first use, so that the command line (`tempwatch --help`,
+# `status`, shell completion) does not pay for psutil and the deleter until it needs them.
+_LAZY = {
+    "TempFileManager": "tempwatch.manager",
+    "cleanup_temporary_file": "tempwatch.tempfiles",
+    "create_temporary_file": "tempwatch.tempfiles",
+    "temporary_file": "tempwatch.tempfiles",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tempwatch' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

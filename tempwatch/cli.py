@@ -1,4 +1,4 @@
-"""The command line: `tempwatch run | clean | status | check-config | default-config`.
+"""The command line: `tempwatch run | clean | status | check-config | default-config | ...`.
 
 The only place that turns typed errors into one-line messages and exit codes:
 0 success, 1 a deletion failed or another instance runs, 2 a configuration or usage error.
@@ -56,6 +56,13 @@ def main(argv: Sequence[str] | None = None, *, system_config: Path | None = None
     args = build_parser().parse_args(argv)
     if args.command == "default-config":
         return _default_config()
+    if args.command in ("completion", "man"):
+        from tempwatch.clidocs import completion_script, man_page
+
+        sys.stdout.write(
+            completion_script(args.shell) if args.command == "completion" else man_page()
+        )
+        return 0
     overrides = _overrides(args)
     labels = override_labels()
 

@@ -125,7 +125,21 @@ COMMANDS: tuple[_Command, ...] = (
         "environment variable, to start a config file from: "
         "tempwatch default-config > /etc/tempwatch/config.toml",
     ),
+    _Command(
+        "completion", "print a shell completion script (bash, zsh)",
+        "Print the completion script for bash or zsh, generated from this command line, "
+        "to install where the shell loads completions: "
+        "tempwatch completion bash > /etc/bash_completion.d/tempwatch, or "
+        "tempwatch completion zsh > /usr/local/share/zsh/site-functions/_tempwatch",
+    ),
+    _Command(
+        "man", "print the tempwatch(1) man page",
+        "Print the man page in roff, generated from this command line: "
+        "tempwatch man > /usr/local/share/man/man1/tempwatch.1",
+    ),
 )
+
+_NO_CONFIG = frozenset({"default-config", "completion", "man"})  # they read no config
 
 
 def override_labels() -> dict[str, str]:
@@ -153,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_flags(sub: argparse.ArgumentParser, name: str) -> None:
-    if name == "default-config":
+    if name == "completion":
+        sub.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+    if name in _NO_CONFIG:
         return
     sub.add_argument("-c", "--config", metavar="FILE", help=_CONFIG_HELP)
     for override in OVERRIDES:
