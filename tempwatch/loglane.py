@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Collection, Mapping, Sequence
 
 from loguru import logger
@@ -64,10 +65,27 @@ class _Lane:
             if levelno < sink_levelno:
                 continue
             if not line:
-                now = dt.datetime.now(dt.timezone.utc).astimezone()
                 message = template.format(**fields)
-                line = json_line(now.isoformat(), level, message, fields) + "\n"
+                line = json_line(_local_now().isoformat(), level, message, fields) + "\n"
             sink.write(line)
+
+
+_zone: tuple[float, dt.tzinfo | None] = (float("-inf"), None)
+_ZONE_SECONDS = 60.0
+
+
+def _local_now() -> dt.datetime:
+    """The local time with its offset, as loguru stamps records.
+
+    Asking for the local zone costs more than the rest of the line, so it is asked once a
+    minute (a change of offset shows within a minute)."""
+    global _zone
+    asked_at, zone = _zone
+    now = time.monotonic()
+    if zone is None or now - asked_at > _ZONE_SECONDS:
+        zone = dt.datetime.now().astimezone().tzinfo
+        _zone = (now, zone)
+    return dt.datetime.now(zone)
 
 
 _lane: _Lane | None = None
@@ -94,6 +112,6 @@ def log(level: str, template: str, **fields: object) -> None:
     """
     lane = _lane
     if lane is None or not lane.is_sole():
-        logger.opt(depth=1).log(level, template, **fields)
+        logger.log(level, template, **fields)
         return
     lane.emit(level, template, fields)
