@@ -134,6 +134,11 @@ def bench_pressure(ctx: Context) -> BenchResult:
     return result
 
 
+def _never(missing: int, runs: int) -> str:
+    """A run that never got back above the watermark has no time: say so beside the rest."""
+    return f"{missing} of {runs} runs never got back above while the writer ran" if missing else ""
+
+
 def _figures(result: BenchResult, runs: list[dict[str, Any]], size_mib: int) -> None:
     lowest = [100 * r["lowest_bytes"] / r["total_bytes"] for r in runs]
     reaction = [1000 * r["reaction_seconds"] for r in runs if r["reaction_seconds"] is not None]
@@ -145,7 +150,7 @@ def _figures(result: BenchResult, runs: list[dict[str, Any]], size_mib: int) -> 
         Figure("reaction: below the watermark to the first eviction", "ms", False,
                Series(name, reaction)),
         Figure("time back above the watermark, writer still writing", "ms", False,
-               Series(name, back)),
+               Series(name, back, _never(len(runs) - len(back), len(runs)))),
     ]
     enospc = [r["enospc"] for r in runs]
     speed = [r["written_bytes"] / _MiB / r["writer_seconds"] for r in runs]
