@@ -56,8 +56,9 @@ from tempwatch.descent import (
     refusal,
     same_file,
 )
-from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, has_entries, zero_data
+from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, has_entries
 from tempwatch.inuse import InUse, LeaseProbe, is_dir_locked
+from tempwatch.shred import zero_judged_file
 
 __all__ = [
     "AgeCheck",
@@ -73,9 +74,6 @@ PathArg: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
 """A path as str, bytes (any name, UTF-8 or not) or a path-like object."""
 
 
-# O_NONBLOCK and O_NOCTTY: if a FIFO or terminal is swapped in after the lstat, the open must
-# neither hang waiting for a reader nor acquire a controlling terminal; fstat then rejects it.
-_WRITE_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
 _FILE_TYPES = (stat.S_IFREG, stat.S_IFLNK)
 
 _T = TypeVar("_T")
@@ -392,29 +390,7 @@ class Deleter:
         return fd
 
     def _overwrite(self, base: Base, dir_fd: int, name: str, judged: os.stat_result) -> None:
-        """Zero the data of the judged regular file through a fresh, verified fd.
-
-        Zeroing in place does not defeat copy-on-write filesystems or SSD remapping; it keeps
-        the data from the next reader of those blocks on ordinary filesystems.
-        """
-        try:
-            fd = os.open(name, _WRITE_FLAGS, dir_fd=dir_fd)
-        except OSError as e:
-            raise refusal(e, swap_errnos=(errno.ELOOP, errno.ENXIO, errno.EISDIR)) from e
-        try:
-            st = os.fstat(fd)
-            if not same_file(st, judged) or not stat.S_ISREG(st.st_mode):
-                raise Refused(Outcome.SWAPPED)
-            if base.is_other_mount(fd, st):
-                raise Refused(Outcome.OTHER_FS)  # a file bind-mounted over the name
-            if st.st_nlink != 1:
-                return  # a hard link appeared since the lstat: its data is not ours to destroy
-            zero_data(fd, st.st_size)
-            os.fsync(fd)
-        except OSError as e:
-            raise refusal(e) from e
-        finally:
-            os.close(fd)
+        zero_judged_file(base, dir_fd, name, judged)  # a method: tests race a swap around it
 
     def _rmdir(self, cursor: Cursor, name: str, newest_mtime: float) -> int:
         base, dir_fd = cursor.base, cursor.fd
