@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from loguru import logger
 from support import hold_open, small_inotify_queue, wait_for
 
 from tempwatch.age import DEFAULT_AGE_BY, AgeBy
@@ -26,17 +25,6 @@ from tempwatch.openfiles import OpenFiles, sweep_open_files
 from tempwatch.service import Service
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    logger.enable("tempwatch")
-    sink = logger.add(lines.append, level="DEBUG", format="{level} {extra[event]} {message}",
-                      filter=lambda r: "event" in r["extra"])
-    yield lines
-    logger.remove(sink)
-    logger.disable("tempwatch")
 
 
 def make_config(
