@@ -187,8 +187,11 @@ def test_open_files_are_pinned_and_reported(tmp_path: Path, log_lines: list[str]
         big.write_bytes(b"b" * (14 * MiB))
         config = pressure_config(base, min_free_space=FreeAmount(50, is_percent=True))
         with hold_open(big), Service(config) as service:
-            small = base / "small"
-            small.write_bytes(b"s" * MiB)
+            # Written beside base_dir and moved in closed: a file the service sees while
+            # it is still being written is (rightly) reported as open too.
+            staged, small = other / "small", base / "small"
+            staged.write_bytes(b"s" * MiB)
+            staged.rename(small)
             wait_for(lambda: not small.exists(), message="the closed file evicted")
 
             def reported() -> bool:
