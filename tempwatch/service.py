@@ -12,8 +12,8 @@ young), then starts four threads:
   open) it backs off instead of sweeping on every event. With a free-space or free-inode
   watermark it also reads the filesystem's figures, every few hundred milliseconds while
   files are written and every second otherwise (`tempwatch.reclaim`);
-- rescan: reconciles the registry with the disk every `watch.rescan_interval_seconds`, and
-  promptly after an inotify overflow, an unwatched directory or an observer restart;
+- rescan: reconciles the registry with the disk periodically and on request
+  (`tempwatch.rescanner`);
 - monitor: restarts a dead observer, and stops all cleaning while base_dir is not the
   directory verified at start (`tempwatch.supervise`).
 
@@ -23,10 +23,10 @@ Exiting stops every thread and joins it with a shared deadline (under two second
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Container
-from dataclasses import dataclass
 
 from loguru import logger
 
@@ -47,56 +47,24 @@ from tempwatch.dirfd import DirIdentity
 from tempwatch.enforcer import Enforcer
 from tempwatch.errors import TempwatchError
 from tempwatch.globs import is_excluded
-from tempwatch.health import LEASE_AND_SWEEP
 from tempwatch.instance import InstanceLock, ensure_base_dir
-from tempwatch.lognoise import SaidOnce, capped, log_in_full
+from tempwatch.inusecheck import LeaseFallbackNotice, in_use_check, is_lease_in_force
+from tempwatch.lognoise import SaidOnce
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, OpenFileSet, sweep_open_files
 from tempwatch.pacing import Pacer
-from tempwatch.reclaim import PressureState, Reclaimer, watermarks_of
+from tempwatch.reclaim import Reclaimer, watermarks_of
 from tempwatch.registry import Registry
-from tempwatch.rescan import ReconcileResult, rescan
+from tempwatch.rescanner import Rescanner
 from tempwatch.rounds import run_pass
 from tempwatch.scan import scan_tree
+from tempwatch.servicestats import ServiceStats
 from tempwatch.sharedfs import SharedFilesystem
-from tempwatch.supervise import RESTART_RETRY_SECONDS, Supervisor
+from tempwatch.supervise import Supervisor
 from tempwatch.watcher import Watcher
 
 __all__ = ["Service", "ServiceStats"]
 
 _STOP_SECONDS = 1.5  # the whole stop, all joins together
-_SETTLE_SECONDS = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceStats:
-    """A snapshot of what the service has done, for metrics and health checks."""
-
-    started_at: float
-    registered_files: int
-    registered_bytes: int
-    registered_total: int  # files registered since start, by events and rescans
-    overflows: int
-    rescans: int
-    observer_restarts: int
-    observer_alive: bool
-    observer_kind: str | None
-    last_pass_at: float | None
-    last_pass_report: PassReport | None
-    pinned_files: int
-    pinned_bytes: int
-    base_dir_problem: str | None = None  # what base_dir became, while it is not adopted
-    sweep_denied_processes: int = 0  # processes the latest open-file sweep could not inspect
-    observer_fallback: str | None = None  # why "auto" watches by polling
-    unwatched_dirs: int = 0  # directories inotify could not watch (its watch limit)
-    deleted_open_files: int = 0
-    deleted_open_bytes: int = 0
-    in_use_check: str = LEASE_AND_SWEEP
-    pressure: PressureState = PressureState()  # the filesystem's free space, last seen
-
-    @property
-    def pressure_problem(self) -> str | None:
-        """Why the free-space or free-inode watermark cannot be held; None when it is."""
-        return self.pressure.problem
 
 
 class Service:
@@ -138,13 +106,12 @@ class Service:
             on_adopted=self._adopted,
         )
         self._deleter: Deleter | None = None
-        self._lease_fallback: str | None = None
+        self._lease_fallback = LeaseFallbackNotice()
         self._deleted_open = (0, 0)  # files, bytes: deleted under base_dir, still held open
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake_cleanup = threading.Event()
         self._wake_enforcer = threading.Event()
-        self._wake_rescan = threading.Event()
         self._act_lock = threading.Lock()  # one pass or eviction deletes at a time
         self._said = SaidOnce()  # a dry run's "would delete" lines, said once per verdict
         self._enforcer = Enforcer(
@@ -158,12 +125,12 @@ class Service:
             listener=listener, act_lock=self._act_lock, should_stop=self._stopping.is_set,
             said=self._said,
         )
-        self._rescan_reasons: set[str] = set()
-        self._rescan_lock = threading.Lock()
+        self._rescanner = Rescanner(
+            self.registry, self._base_dir, supervisor=self._supervisor,
+            settings=lambda: (self._config, self._own, self._limits.rules),
+            stopping=self._stopping, on_found=self._on_change,
+        )
         self._started_at = 0.0
-        self._registered_by_rescan = 0
-        self._overflows = 0
-        self._rescans = 0
         self._last_pass_at: float | None = None
         self._last_pass: PassReport | None = None
 
@@ -199,17 +166,19 @@ class Service:
             self._started_at = self._clock()
             identity = self._supervisor.start()  # the observer runs before the scan
             self._deleter = deleter_for(self._config, identity)
-            self._rescan("start")
+            self._rescanner.run("start")
+            cleanup = self._config.cleanup
             self._visibility.at_start(
-                self._base_dir,
-                self._config.cleanup.skip_open_files,
-                self._in_use_check() == LEASE_AND_SWEEP,
+                self._base_dir, cleanup.skip_open_files, is_lease_in_force(cleanup, self._deleter)
             )
-            loops = [
+            loops: list[tuple[str, Callable[[], None]]] = [
                 ("cleanup", self._cleanup_loop),
                 ("enforcer", self._enforcer_loop),
-                ("rescan", self._rescan_loop),
-                ("monitor", self._monitor_loop),
+                ("rescan", self._rescanner.loop),
+                ("monitor", functools.partial(
+                    self._supervisor.monitor, self._stopping, self._monitor_interval,
+                    self.request_rescan,
+                )),
             ]
             for name, loop in loops if self._own_passes else loops[1:]:
                 thread = threading.Thread(target=loop, name=f"tempwatch-{name}", daemon=True)
@@ -224,8 +193,9 @@ class Service:
         deadline = time.monotonic() + _STOP_SECONDS
         self._stopping.set()
         self._reclaimer.leave()
-        for event in (self._wake_cleanup, self._wake_enforcer, self._wake_rescan):
+        for event in (self._wake_cleanup, self._wake_enforcer):
             event.set()
+        self._rescanner.wake()
         monitor = [t for t in self._threads if t.name == "tempwatch-monitor"]
         for thread in monitor:  # first, so that it cannot restart the observer meanwhile
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -251,9 +221,9 @@ class Service:
             registered_files=len(self.registry),
             registered_bytes=self.registry.total_bytes,
             registered_total=supervisor.registered_by_old_watchers + by_events
-            + self._registered_by_rescan,
-            overflows=self._overflows,
-            rescans=self._rescans,
+            + self._rescanner.registered,
+            overflows=self._rescanner.overflows,
+            rescans=self._rescanner.rescans,
             observer_restarts=supervisor.restarts,
             observer_alive=watcher is not None and watcher.is_alive,
             observer_kind=watcher.kind if watcher is not None else None,
@@ -267,7 +237,7 @@ class Service:
             unwatched_dirs=len(watcher.unwatched) if watcher is not None else 0,
             deleted_open_files=self._deleted_open[0],
             deleted_open_bytes=self._deleted_open[1],
-            in_use_check=self._in_use_check(),
+            in_use_check=in_use_check(self._config.cleanup, self._deleter),
             pressure=self._reclaimer.state,
         )
 
@@ -309,12 +279,12 @@ class Service:
                     should_stop=self._stopping.is_set,
                 )
         self._visibility.after_pass(
-            open_paths, self._base_dir, self._in_use_check() == LEASE_AND_SWEEP
+            open_paths, self._base_dir, is_lease_in_force(config.cleanup, deleter)
         )
         self._last_pass_at = self._clock()
         self._last_pass = report
         self._enforcer.pass_done(report)
-        self._note_lease_fallback(deleter)
+        self._lease_fallback.check(config.cleanup, deleter)
         if isinstance(open_paths, LazyOpenFiles):
             # Sweeps here if the pass needed no sweep: once per pass, for the metric.
             deleted = open_paths.deleted
@@ -323,33 +293,6 @@ class Service:
             self._reclaimer.check(config, self._watermarks, deleter, full_pass=True)
         return report
 
-    def _in_use_check(self) -> str:
-        """How "in use" is decided now, for /healthz."""
-        if not self._config.cleanup.skip_open_files:
-            return "off (skip_open_files = false)"
-        deleter = self._deleter
-        why = "cleanup.lease_probe = false" if not self._config.cleanup.lease_probe else (
-            None if deleter is None else deleter.lease_unavailable
-        )
-        return LEASE_AND_SWEEP if why is None else f"/proc sweep only ({why})"
-
-    def _note_lease_fallback(self, deleter: Deleter) -> None:
-        """Say once that files are deleted without the kernel's in-use check, and why."""
-        why = deleter.lease_unavailable
-        cleanup = self._config.cleanup
-        if why is None or why == self._lease_fallback or not cleanup.skip_open_files:
-            return
-        if not cleanup.lease_probe:
-            why = "cleanup.lease_probe = false"
-            if why == self._lease_fallback:
-                return
-        self._lease_fallback = why
-        logger.bind(event="lease-fallback", reason=why).warning(
-            "in-use check: the /proc sweep alone ({}): a holder it cannot see (another PID "
-            "namespace or user, a mapping) does not keep a file",
-            why,
-        )
-
     def share_pressure(self, group: SharedFilesystem) -> None:
         """Evict for free space together with the other directories on this filesystem
         (`tempwatch.sharedfs`): by age across them. Call it once started."""
@@ -357,9 +300,7 @@ class Service:
 
     def request_rescan(self, reason: str) -> None:
         """Ask the rescan thread to reconcile the registry with the disk soon."""
-        with self._rescan_lock:
-            self._rescan_reasons.add(reason)
-        self._wake_rescan.set()
+        self._rescanner.request(reason)
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration. base_dir cannot change without a restart.
@@ -389,8 +330,9 @@ class Service:
             self._deleter = deleter_for(config, self._supervisor.guard.identity)
         except OSError:
             pass  # base_dir is not there: a deleter is made when a directory is adopted
-        for event in (self._wake_cleanup, self._wake_enforcer, self._wake_rescan):
+        for event in (self._wake_cleanup, self._wake_enforcer):
             event.set()  # re-wait with the new intervals, re-check the new limits
+        self._rescanner.wake()
         changes = changed_settings(old, config)
         said = ", ".join(f"{key} {a} -> {b}" for key, (a, b) in changes.items())
         logger.bind(event="reload", changes={k: list(v) for k, v in changes.items()}).info(
@@ -408,16 +350,6 @@ class Service:
     def _on_closed(self, path: str, size_bytes: int) -> None:
         if self._enforcer.note_closed(path, size_bytes, self._limits):
             self._wake_enforcer.set()
-
-    def _on_overflow(self) -> None:
-        self._overflows += 1
-        logger.bind(event="overflow").warning(
-            "inotify queue overflowed under {}: events were lost; rescanning", self._base_dir
-        )
-        self.request_rescan("overflow")
-
-    def _on_missed(self, reason: str) -> None:
-        self.request_rescan(reason)
 
     # -- threads ------------------------------------------------------------------
 
@@ -474,49 +406,6 @@ class Service:
                 "free-space check failed"
             )
 
-    def _rescan_loop(self) -> None:
-        interval = self._config.watch.rescan_interval_seconds
-        while (woken := self._wait(self._wake_rescan, interval)) is not None:
-            interval = self._config.watch.rescan_interval_seconds
-            if woken and self._rescan_reasons and self._stopping.wait(_SETTLE_SECONDS):
-                return  # let a burst of overflows settle into one rescan
-            with self._rescan_lock:
-                reasons, self._rescan_reasons = self._rescan_reasons, set()
-            if woken and not reasons:
-                continue  # a reload: wait again, with the new interval
-            listed = sorted(reasons)
-            log_in_full("rescan-reasons", "rescan reasons", listed)
-            try:
-                self._rescan(capped(listed) or "periodic")
-            except Exception:
-                logger.opt(exception=True).bind(event="rescan-error").error("rescan failed")
-
-    def _monitor_loop(self) -> None:
-        while not self._stopping.wait(self._monitor_interval):
-            outcome = self._supervisor.tick(self._stopping.is_set)
-            if isinstance(outcome, str):
-                self.request_rescan(outcome)
-            elif outcome is False and self._stopping.wait(RESTART_RETRY_SECONDS):
-                return
-
-    # -- the work -----------------------------------------------------------------
-
-    def _rescan(self, reason: str) -> ReconcileResult:
-        if not self._supervisor.is_base_dir_verified():
-            return ReconcileResult()  # never register what another directory holds
-        watch = self._config.watch
-        result = rescan(
-            self.registry, self._base_dir, reason=reason, recursive=watch.recursive,
-            exclude=watch.exclude, skip_paths=self._own, should_stop=self._stopping.is_set,
-            age_by=self._config.cleanup.age_by, rules=self._limits.rules,
-        )
-        self._rescans += 1
-        self._registered_by_rescan += result.added
-        self._supervisor.after_rescan(periodic=reason == "periodic")
-        if result.added or result.resized:
-            self._on_change()
-        return result
-
     # -- helpers ------------------------------------------------------------------
 
     def _make_watcher(self, config: Config, own: frozenset[str]) -> Watcher:
@@ -531,8 +420,8 @@ class Service:
             clock=self._clock,
             on_change=self._on_change,
             on_closed=self._on_closed,
-            on_overflow=self._on_overflow,
-            on_missed=self._on_missed,
+            on_overflow=self._rescanner.note_overflow,
+            on_missed=self._rescanner.request,
             polling_interval_seconds=self._polling_interval,
             age_by=config.cleanup.age_by,
             rules=rules_of(config),

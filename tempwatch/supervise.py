@@ -107,6 +107,18 @@ class Supervisor:
             if old is not None:
                 self.registered_by_old_watchers += old.registered_total
 
+    def monitor(
+        self, stopping: threading.Event, interval_seconds: float, rescan: Callable[[str], None]
+    ) -> None:
+        """The monitor thread: `tick` every `interval_seconds` until `stopping` is set,
+        asking `rescan` for the rescans it needs; after a failed restart it waits longer."""
+        while not stopping.wait(interval_seconds):
+            outcome = self.tick(stopping.is_set)
+            if isinstance(outcome, str):
+                rescan(outcome)
+            elif outcome is False and stopping.wait(RESTART_RETRY_SECONDS):
+                return
+
     def tick(self, is_stopping: Callable[[], bool]) -> str | bool | None:
         """One look: a rescan reason if one is needed, False if a restart failed, else None."""
         state = self.guard.poll()
