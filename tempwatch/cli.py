@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from tempwatch.cliargs import OVERRIDES, build_parser, override_labels
-from tempwatch.config import SYSTEM_CONFIG_PATH, Config, find_config_file, load_config
+from tempwatch.config import Config
+from tempwatch.configload import SYSTEM_CONFIG_PATH, find_config_file, load_config
 from tempwatch.errors import ConfigError, TempwatchError
 from tempwatch.units import count, format_age, format_size
 

@@ -11,7 +11,7 @@ import argparse
 
 from tempwatch import __version__
 from tempwatch.cliargs import build_parser
-from tempwatch.config import CONFIG_PATH_ENV, ENV_VARS, SYSTEM_CONFIG_PATH
+from tempwatch.configload import CONFIG_PATH_ENV, ENV_VARS, SYSTEM_CONFIG_PATH
 
 __all__ = ["SHELLS", "completion_script", "man_page"]
 

@@ -6,7 +6,7 @@ sections at the top of the file, which act as defaults for every directory. Its
 `[[directory.rule]]` tables are its per-pattern rules, first match wins. Settings that can
 only be process-wide (the [log] and [metrics] sections) are refused inside a directory.
 
-This module reads and checks the raw TOML values; `tempwatch.config` builds the Configs.
+This module reads and checks the raw TOML values; `tempwatch.configload` builds the Configs.
 Every error is one line naming the entry (`directory[2]`, counted from 1) and the key.
 """
 

@@ -14,7 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
 
-from tempwatch.config import Config, parse_effective_config
+from tempwatch.config import Config
+from tempwatch.configload import parse_effective_config
 from tempwatch.directory import limits_of
 from tempwatch.errors import ConfigError
 from tempwatch.freespace import pressure_lines, pressure_status

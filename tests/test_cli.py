@@ -22,7 +22,7 @@ from loguru import logger
 from support import hold_open, without_hidden_process_warnings
 
 from tempwatch.cli import main
-from tempwatch.config import CONFIG_PATH_ENV, ENV_VARS
+from tempwatch.configload import CONFIG_PATH_ENV, ENV_VARS
 
 if sys.version_info >= (3, 11):
     import tomllib

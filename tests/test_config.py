@@ -12,8 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tempwatch.config import (
-    CONFIG_PATH_ENV,
-    ENV_VARS,
     CleanupConfig,
     Config,
     LimitsConfig,
@@ -21,8 +19,8 @@ from tempwatch.config import (
     MetricsConfig,
     WatchConfig,
     default_base_dir,
-    load_config,
 )
+from tempwatch.configload import CONFIG_PATH_ENV, ENV_VARS, load_config
 from tempwatch.errors import ConfigError
 from tempwatch.pressure import FreeAmount
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from support import wait_for
 
-from tempwatch.config import CONFIG_PATH_ENV, ENV_VARS, MetricsConfig, load_config
+from tempwatch.config import MetricsConfig
+from tempwatch.configload import CONFIG_PATH_ENV, ENV_VARS, load_config
 from tempwatch.instance import BASE_DIR_MODE
 from tempwatch.metrics import Metrics
 

@@ -13,7 +13,7 @@ import pytest
 from support import wait_for
 
 from tempwatch.cli import main
-from tempwatch.config import CONFIG_PATH_ENV, ENV_VARS, load_config
+from tempwatch.configload import CONFIG_PATH_ENV, ENV_VARS, load_config
 from tempwatch.errors import AlreadyRunningError, ConfigError
 from tempwatch.host import Host
 from tempwatch.metrics import LabelledMetrics, Metrics

@@ -17,7 +17,7 @@ from tempwatch import (
     TempFileManager,
     create_temporary_file,
 )
-from tempwatch.config import load_config
+from tempwatch.configload import load_config
 from tempwatch.instance import InstanceLock
 
 

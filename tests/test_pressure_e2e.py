@@ -22,7 +22,8 @@ from loguru import logger
 from support import hold_open, wait_for
 
 from tempwatch.cli import main
-from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig, load_config
+from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
+from tempwatch.configload import load_config
 from tempwatch.directory import deleter_for
 from tempwatch.health import assess_service
 from tempwatch.host import Host

@@ -124,7 +124,7 @@ def _startup(args: dict[str, Any]) -> None:
     gc.collect()
     rss_before = rss_bytes()
     if kind == "tempwatch":
-        from tempwatch.config import load_config
+        from tempwatch.configload import load_config
         from tempwatch.service import Service
 
         config = load_config(

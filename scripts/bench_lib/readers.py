@@ -32,7 +32,7 @@ class _TempwatchReader:
     """The tempwatch service on `directory`, with limits and expiry out of the way."""
 
     def __init__(self, directory: str) -> None:
-        from tempwatch.config import load_config
+        from tempwatch.configload import load_config
         from tempwatch.service import Service
 
         config = load_config(
