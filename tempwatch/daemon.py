@@ -199,7 +199,8 @@ def _start(config: Config, stack: ExitStack) -> Host:
     for base_dir in host.services:
         stack.enter_context(HealthSocket(base_dir, functools.partial(told, base_dir)))
     if config.metrics.enabled:
-        from tempwatch.metrics import LabelledMetrics, MetricsServer
+        from tempwatch.endpoint import MetricsServer
+        from tempwatch.metrics import LabelledMetrics
 
         def served() -> dict[str, Metrics]:
             services = host.services

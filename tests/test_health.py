@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tempwatch.config import CleanupConfig, Config, WatchConfig
+from tempwatch.endpoint import MetricsServer
 from tempwatch.health import (
     DEFAULT_GRACE_SECONDS,
     Health,
@@ -21,7 +22,7 @@ from tempwatch.health import (
     assess_service,
     is_pass_overdue,
 )
-from tempwatch.metrics import Metrics, MetricsServer
+from tempwatch.metrics import Metrics
 
 NOW = 1_700_000_000.0
 INTERVAL = 60.0

@@ -23,9 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 import tempwatch
 from tempwatch.cleaner import PassReport
 from tempwatch.deleter import Deleter, DeleteResult, Outcome
+from tempwatch.endpoint import MetricsServer
 from tempwatch.errors import TempwatchError
 from tempwatch.health import LEASE_AND_SWEEP
-from tempwatch.metrics import Metrics, MetricsServer, error_label
+from tempwatch.metrics import Metrics, error_label
 from tempwatch.policy import Decision, Limits, Reason
 from tempwatch.pressure import FsUsage, Targets
 from tempwatch.reclaim import PressureState

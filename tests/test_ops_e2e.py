@@ -30,8 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import hold_open, is_healthy_but_for_hidden_processes, wait_for
 
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
+from tempwatch.endpoint import MetricsServer
 from tempwatch.health import Health, assess_service
-from tempwatch.metrics import Metrics, MetricsServer
+from tempwatch.metrics import Metrics
 from tempwatch.openfiles import OpenFiles, sweep_open_files
 from tempwatch.service import Service
 
