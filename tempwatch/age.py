@@ -96,7 +96,7 @@ def last_used_at(
 
     An unknown `registered_at` (None) is stood in for by `ctime`. A selected timestamp that
     is unknown is left out; if every selected one is unknown, the newest known one is used
-    (the library knows only registration times). Raises ValueError if none is known at all.
+    (a file not lstat'd has only its registration). Raises ValueError if none is known.
     """
     if registered_at is None and "registered" in age_by:
         registered_at = ctime

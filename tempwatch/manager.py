@@ -2,7 +2,9 @@
 
 It keeps a registry of the files a program registered (or, with `watch=True`, of every
 file created under base_dir) and removes them by age through the same safe deleter and
-open-file check the service uses. base_dir passes the same check as the config's.
+open-file check the service uses. A file's age is the one `run`, `clean`, `status` and
+`explain` use (`tempwatch.age`): now minus its last use, the newest of the timestamps
+`age_by` selects. base_dir passes the same check as the config's.
 """
 
 from __future__ import annotations
@@ -11,12 +13,20 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from tempwatch.age import (
+    AGE_SOURCES,
+    DEFAULT_AGE_BY,
+    AgeBy,
+    age_by_of,
+    last_used_at,
+    stat_last_used_at,
+)
 from tempwatch.basedir import check_base_dir
 from tempwatch.deleter import Deleter
 from tempwatch.errors import ConfigError
@@ -60,6 +70,21 @@ def _seconds(value: object, name: str) -> float:
         raise ValueError(str(e)) from e
 
 
+def _age_by(value: Iterable[str] | None) -> AgeBy:
+    """The `age_by` argument checked as the config's `age_by` is (DEFAULT_AGE_BY for None)."""
+    if value is None:
+        return DEFAULT_AGE_BY
+    choices = ", ".join(f'"{source}"' for source in AGE_SOURCES)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"age_by must be a non-empty collection of {choices}, not {type(value).__name__}"
+        )
+    try:
+        return age_by_of(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"age_by must be a non-empty collection of {choices}: {e}") from e
+
+
 def _default_interval(max_age_seconds: float) -> float:
     """A quarter of max_age, within 1 s and 5 min: a file outlives max_age by at most that."""
     return min(max(max_age_seconds / 4, _MIN_INTERVAL_SECONDS), _MAX_INTERVAL_SECONDS)
@@ -69,6 +94,12 @@ class TempFileManager:
     """A thread-safe register of temp files under `base_dir`, removed once older than `max_age`.
 
     `max_age` and `cleanup_interval` are seconds or durations as in the config ("90s", "1h").
+    A file's age counts from its last use, as `tempwatch run` and `clean` judge it: the
+    newest of the timestamps in `age_by` ("registered": when it was registered or, with
+    `watch=True`, seen created or moved in; "modified", "changed", "accessed": its mtime,
+    ctime and atime). The default, ("registered", "modified", "changed"), keeps young a
+    file written or moved in recently; the file's lstat right before its deletion decides,
+    so a file used since it was judged is kept.
     base_dir must pass the config's check: its parent exists, and a system or home
     directory (`/`, `/etc`, `/home`, `~`, ...) is refused with ConfigError unless
     `allow_system_dir=True`. A missing base_dir is created with mode 0700.
@@ -97,10 +128,12 @@ class TempFileManager:
         watch: bool = False,
         cleanup_interval: float | str | None = None,
         allow_system_dir: bool = False,
+        age_by: Iterable[str] | None = None,
         clock: Callable[[], float] = time.time,
         sweep: Callable[[str], OpenFiles] = sweep_open_files,
     ) -> None:
         self.max_age = _seconds(max_age, "max_age")
+        self.age_by: AgeBy = _age_by(age_by)
         interval = (
             None if cleanup_interval is None else _seconds(cleanup_interval, "cleanup_interval")
         )
@@ -134,7 +167,11 @@ class TempFileManager:
         try:
             lock_file = [str(instance.path)]
             watcher = Watcher(
-                str(self.base_dir), self._registry, clock=self._clock, skip_paths=lock_file
+                str(self.base_dir),
+                self._registry,
+                clock=self._clock,
+                skip_paths=lock_file,
+                age_by=self.age_by,
             )
             watcher.start()
         except BaseException:
@@ -164,7 +201,8 @@ class TempFileManager:
 
     @property
     def files(self) -> Mapping[str, float]:
-        """A read-only snapshot: absolute path -> registration time (seconds since the epoch)."""
+        """A read-only snapshot: absolute path -> the time its age counts from, as last known
+        (seconds since the epoch): its registration, or a later use found since."""
         return MappingProxyType(self._registry.times())
 
     def register_file(self, path: str | os.PathLike[str]) -> bool:
@@ -172,7 +210,8 @@ class TempFileManager:
 
         Refused: a missing path, a directory, a symlink, a FIFO, socket or device, and
         anything that resolves outside base_dir. Registering again keeps the original time.
-        A registered file is this program's own: `clear_all()` and exit remove it.
+        A registered file is this program's own: `clear_all()` and exit remove it. Its age
+        counts from the newest of its registration and its lstat times, per `age_by`.
         """
         normalized = _normalize(path)
         checked = self._check(normalized)
@@ -181,8 +220,15 @@ class TempFileManager:
                 "not registering {}: {}", normalized, checked
             )
             return False
+        used_at = last_used_at(
+            self.age_by,
+            registered_at=self._clock(),
+            mtime=checked.st_mtime,
+            ctime=checked.st_ctime,
+            atime=checked.st_atime,
+        )
         with self._registry.lock:
-            self._registry.add(normalized, self._clock(), checked.st_size, checked.st_ino)
+            self._registry.add(normalized, used_at, checked.st_size, checked.st_ino)
             self._owned.add(normalized)
         logger.bind(event="registered", path=normalized).debug("registered {}", normalized)
         return True
@@ -209,9 +255,25 @@ class TempFileManager:
         return st
 
     def get_file_age(self, path: str | os.PathLike[str]) -> float | None:
-        """Seconds since `path` was registered, or None if it is not registered."""
-        entry = self._registry.get(_normalize(path))
-        return None if entry is None else self._clock() - entry.registered_at
+        """Seconds since `path` was last used (per `age_by`), or None if it is not registered.
+
+        The registration (or last use known) and the file's lstat now, as `cleanup()` and
+        the deleter's last check judge it.
+        """
+        normalized = _normalize(path)
+        entry = self._registry.get(normalized)
+        if entry is None:
+            return None
+        used_at = entry.registered_at
+        try:
+            st = os.lstat(normalized)
+        except (OSError, ValueError):
+            st = None  # gone: the entry's time is all there is
+        if st is not None and st.st_ino == entry.ino:
+            by_stat = stat_last_used_at(st, self.age_by)
+            if by_stat is not None and by_stat > used_at:
+                used_at = by_stat
+        return self._clock() - used_at
 
     def is_temp_file(self, path: str | os.PathLike[str]) -> bool:
         """Whether `path` is registered."""
@@ -224,7 +286,7 @@ class TempFileManager:
         Returns how many were actually deleted. A file already gone is dropped and not
         counted; a failed deletion keeps its entry for a retry; an open file is skipped.
         """
-        limits = Limits(max_age_seconds=self.max_age)
+        limits = Limits(max_age_seconds=self.max_age, age_by=self.age_by)
         open_paths = (
             LazyOpenFiles(str(self.base_dir), self._sweep)
             if self._skip_open_files

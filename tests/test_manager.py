@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +31,16 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chattr +i
 
 
 class FakeClock:
-    """A settable clock: tests move time instead of waiting for it."""
+    """A settable clock: tests move time instead of waiting for it.
 
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
+    It starts a minute ahead of the real clock, in whole seconds: the files a test makes
+    have their lstat times (real, and ctime cannot be set back) before the clock's start,
+    so a file's last use is its registration, and moving the clock ages every timestamp
+    alike, as waiting would.
+    """
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = float(int(time.time()) + 60) if now is None else now
 
     def __call__(self) -> float:
         return self.now
@@ -300,7 +307,7 @@ def test_cleanup_deletes_only_files_older_than_max_age(base: Path, clock: FakeCl
     assert young.exists()
 
 
-def test_cleanup_ignores_mtime_and_uses_the_registration_clock(
+def test_an_old_mtime_does_not_age_a_file_just_registered(
     base: Path, clock: FakeClock
 ) -> None:
     manager = TempFileManager(base, max_age=100, clock=clock)
@@ -501,8 +508,10 @@ OPERATIONS = 500
 
 
 def test_concurrent_use_never_raises_loses_or_double_counts(base: Path) -> None:
-    ticks = itertools.count()
-    # Every call moves time on, so entries expire while other threads still register.
+    # Every call moves time on, so entries expire while other threads still register; it
+    # starts ahead of the real clock, as FakeClock does, so registration is each file's
+    # last use.
+    ticks = itertools.count(int(time.time()) + 60)
     manager = TempFileManager(base, max_age=400, clock=lambda: float(next(ticks)))
     barrier = threading.Barrier(THREADS)
     errors: list[BaseException] = []
