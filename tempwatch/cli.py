@@ -117,23 +117,16 @@ def _fail(message: str) -> None:
 
 
 def _health(config: Config, *, as_json: bool, timeout_seconds: float) -> int:
-    """0 when the service answers healthy or degraded, 1 when unhealthy or not answering."""
-    from tempwatch.healthsocket import ServiceUnreachable, ask_health
+    """0 when every directory's service answers healthy or degraded, 1 otherwise."""
+    from tempwatch.healthcheck import ask_each, is_passing, render_json, render_text
 
-    try:
-        body = ask_health(str(config.watch.base_dir), timeout_seconds=timeout_seconds)
-    except ServiceUnreachable as e:
-        _fail(str(e))
+    base_dirs = [str(directory.watch.base_dir) for directory in config.each_directory()]
+    answers = ask_each(base_dirs, timeout_seconds=timeout_seconds)
+    if len(answers) == 1 and answers[0].unreachable is not None:
+        _fail(answers[0].unreachable)
         return 1
-    status = body.get("status")
-    if as_json:
-        print(json.dumps(body, sort_keys=True))
-    else:
-        print(f"{status}: {body.get('active_files')} files in {body.get('base_dir')}")
-        reasons = body.get("reasons")
-        for reason in reasons if isinstance(reasons, list) else []:
-            print(f"  {reason}")
-    return 0 if status in ("healthy", "degraded") else 1
+    print(render_json(answers) if as_json else render_text(answers))
+    return 0 if is_passing(answers) else 1
 
 
 def _status(config: Config, *, as_json: bool) -> int:

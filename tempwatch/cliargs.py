@@ -115,9 +115,10 @@ COMMANDS: tuple[_Command, ...] = (
     ),
     _Command(
         "health", "ask the running service how it is (exit 1: unhealthy)",
-        "Ask the service running on base_dir for its health, over its socket in base_dir "
-        "(no network, whatever the metrics settings): healthy or degraded exit 0, unhealthy "
-        "or no answer exit 1. For container health checks and probes.",
+        "Ask the service running on each configured directory (with --base-dir, that one) "
+        "for its health, over its socket in the directory (no network, whatever the metrics "
+        "settings), one line per directory: exit 0 if every one answers healthy or degraded, "
+        "1 if any is unhealthy or does not answer. For container health checks and probes.",
     ),
     _Command(
         "default-config", "print the commented default config file",

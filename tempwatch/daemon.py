@@ -172,32 +172,34 @@ def _start(config: Config, stack: ExitStack) -> Host:
             by_directory[base_dir] = metrics
         return metrics
 
-    host = stack.enter_context(Host(config, listener_for=listener_for))
-    hosts.append(host)
-
     def health_of(base_dir: str) -> Health:
-        service = host.services[base_dir]
+        service = hosts[0].services[base_dir]
         return assess_service(
             service.stats, service.config, now=time.time(),
             base_dir_exists=os.path.isdir(base_dir),
         )
+
+    def told(base_dir: str) -> Health:
+        # The socket also tells the directory's config in force, so that `status` judges
+        # with the service's settings rather than its own reading of the file.
+        health = health_of(base_dir)
+        directory = hosts[0].services[base_dir].config
+        effective = dataclasses.replace(directory, directories=(directory,)).to_toml()
+        return dataclasses.replace(health, body={**health.body, "config_toml": effective})
+
+    def health_socket(base_dir: str) -> HealthSocket:
+        # Every directory served has one, those a reload adds too; a removed one loses it.
+        return HealthSocket(base_dir, functools.partial(told, base_dir))
+
+    host = Host(config, listener_for=listener_for, attach=health_socket)
+    hosts.append(host)  # before it starts: a socket may be asked at once
+    stack.enter_context(host)
 
     def health() -> Health:
         if not config.directories:
             return health_of(str(config.watch.base_dir))
         return combine_health({path: health_of(path) for path in host.services})
 
-    def told(base_dir: str) -> Health:
-        # The socket also tells the directory's config in force, so that `status` judges
-        # with the service's settings rather than its own reading of the file.
-        health = health_of(base_dir)
-        directory = host.services[base_dir].config
-        effective = dataclasses.replace(directory, directories=(directory,)).to_toml()
-        return dataclasses.replace(health, body={**health.body, "config_toml": effective})
-
-    # `tempwatch health` and `status` ask here: no network, whatever the metrics settings.
-    for base_dir in host.services:
-        stack.enter_context(HealthSocket(base_dir, functools.partial(told, base_dir)))
     if config.metrics.enabled:
         from tempwatch.endpoint import MetricsServer
         from tempwatch.metrics import LabelledMetrics

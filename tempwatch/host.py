@@ -9,6 +9,10 @@ them, instead of one walk of /proc per directory.
 `Host` is a context manager like `Service`. `reload` adds and removes directories without
 disturbing the others: a directory still configured keeps its service (reloaded in place),
 a new one gets a service, a removed one has its service stopped.
+
+What each directory needs beside its service (`tempwatch run`'s health socket) comes in as
+`attach`: a context manager per directory, entered once its service holds the directory's
+lock and exited before that service stops, whether at start, on reload or at stop.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 
 from loguru import logger
 
@@ -35,8 +40,10 @@ _STOP_SECONDS = 2.0
 class Host:
     """Serves `config.each_directory()` until stopped.
 
-    `listener_for(base_dir)` gives each directory's listener (its metrics); `sweep` is the
-    open-file sweep shared by the passes; the other arguments go to every `Service`.
+    `listener_for(base_dir)` gives each directory's listener (its metrics); `attach(base_dir)`
+    what else serves the directory while its service runs (see the module's docstring);
+    `sweep` is the open-file sweep shared by the passes; the other arguments go to every
+    `Service`.
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class Host:
         clock: Callable[[], float] = time.time,
         sweep: Callable[[str], OpenFiles] = sweep_open_files,
         listener_for: Callable[[str], CleanupListener | None] | None = None,
+        attach: Callable[[str], AbstractContextManager[object]] | None = None,
         monitor_interval_seconds: float = 0.5,
         polling_interval_seconds: float = 1.0,
     ) -> None:
@@ -53,11 +61,13 @@ class Host:
         self._clock = clock
         self._sweep = sweep
         self._listener_for = listener_for
+        self._attach = attach
         self._service_options = {
             "monitor_interval_seconds": monitor_interval_seconds,
             "polling_interval_seconds": polling_interval_seconds,
         }
         self._services: dict[str, Service] = {}
+        self._attached: dict[str, ExitStack] = {}  # base_dir -> what `attach` gave it
         self._due: dict[str, float] = {}  # base_dir -> monotonic time of its next pass
         self._lock = threading.Lock()  # the services and their due times
         self._stopping = threading.Event()
@@ -105,6 +115,10 @@ class Host:
         self._wake.set()
         with self._lock:
             services = list(self._services.values())
+            attached = list(self._attached.values())
+            self._attached.clear()
+        for companion in attached:
+            companion.close()
         for service in services:  # a pass in progress there ends after its current file
             service.stop()
         if self._thread is not None:
@@ -133,6 +147,9 @@ class Host:
             with self._lock:
                 service = self._services.pop(base_dir)
                 self._due.pop(base_dir, None)
+                companion = self._attached.pop(base_dir, None)
+            if companion is not None:
+                companion.close()
             service.stop()
             logger.bind(event="directory-removed", path=base_dir).info(
                 "no longer serving {}", base_dir
@@ -224,3 +241,16 @@ class Host:
         with self._lock:
             self._services[base_dir] = service
             self._due[base_dir] = time.monotonic() + directory.cleanup.interval_seconds
+        if self._attach is None:
+            return
+        companion = ExitStack()
+        try:
+            companion.enter_context(self._attach(base_dir))  # it may ask for the service
+        except BaseException:
+            with self._lock:
+                self._services.pop(base_dir, None)
+                self._due.pop(base_dir, None)
+            service.stop()
+            raise
+        with self._lock:
+            self._attached[base_dir] = companion
