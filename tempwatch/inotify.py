@@ -1,8 +1,10 @@
 """The inotify fast path of the watcher, built on watchdog's inotify layer.
 
-A private helper of `tempwatch.watcher` (the two are the only modules importing watchdog;
-this one leans on watchdog 7.1 internals, hence the pin). The reader thread only drains the
-kernel queue into a bounded backlog; the emitter thread turns each read into calls on an
+A private helper of `tempwatch.watcher` (it, this and `tempwatch.inotifyreader` are the
+only modules importing watchdog; this and the reader lean on watchdog 7.1 internals, hence
+the pin). The reader thread
+(`tempwatch.inotifyreader`) only drains the kernel queue into a bounded backlog; the
+emitter thread turns each read into calls on an
 `EventSink` (the watcher's handler), pairing renames itself, and after a queue overflow
 re-walks the tree once, when the queue has drained, to add the watches lost events missed.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import stat
 import struct
 import sys
@@ -28,13 +29,13 @@ from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
 from watchdog.observers.inotify_c import (
     InotifyConstants,
     InotifyEvent,
-    InotifyFD,
     Mask,
     WatchDescriptor,
 )
 
 from tempwatch.eventsink import Hooks, call_safely
-from tempwatch.longpath import lstat_any, scandir_any, watchable
+from tempwatch.inotifyreader import InotifyReader, ReadEvents
+from tempwatch.longpath import lstat_any, scandir_any
 
 __all__ = ["InotifyObserver"]
 
@@ -49,11 +50,6 @@ _FS_ERRORS = sys.getfilesystemencodeerrors()
 _MAX_DIR_NAMES = 4096  # decoded directory paths kept (one per directory written to)
 _BOOKKEEPING = _IN.IN_IGNORED | _IN.IN_Q_OVERFLOW  # a removed watch, a lost queue: watchdog's
 _HEADER = struct.Struct("iIII")  # struct inotify_event, before its name
-_READ_BUFFER_BYTES = 256 * 1024  # a few thousand events per read: fewer wake-ups under load
-# After a read that did not fill the buffer, the reader lets events gather this long: read
-# as they came, every read handed the GIL to and from the emitter, stalling its lstat calls.
-# The kernel queue (16384 events by default) holds far more than arrives meanwhile.
-_READ_PAUSE_SECONDS = 0.001
 _MAX_BACKLOG_BYTES = 32 * 1024 * 1024  # reads not handled yet (~1M events): beyond, overflow
 # After an overflow the watches are checked once the queue is drained, or this long after.
 _REWATCH_MAX_DELAY_SECONDS = 1.0
@@ -63,36 +59,6 @@ _RawEvent = tuple[int, int, int, bytes]  # wd, mask, cookie, name
 
 def _is_related(a: bytes, b: bytes) -> bool:
     return a == b or a.startswith(b + b"/") or b.startswith(a + b"/")
-
-
-class _InotifyFD(InotifyFD):
-    """watchdog's inotify reader thread, reduced to draining the kernel queue.
-
-    It only moves each read into the group's backlog (`handle_next` on the emitter thread):
-    one thread hop per read, where watchdog's pipeline cost three per event and let a
-    burst overflow the kernel queue. It watches a directory deeper than PATH_MAX by an fd.
-    """
-
-    group: _WatchGroup | None = None
-
-    def run(self) -> None:
-        while self.should_keep_running():
-            buffer = self._read_event_buffer(_READ_BUFFER_BYTES)
-            group = self.group
-            if buffer and group is not None:
-                group.enqueue(buffer)
-            if 0 < len(buffer) < _READ_BUFFER_BYTES // 2:
-                self.stopped_event.wait(_READ_PAUSE_SECONDS)  # a stop still ends it at once
-
-    def is_readable(self) -> bool:
-        """Whether the kernel queue holds events not read yet."""
-        return bool(select.select([self._inotify_fd], [], [], 0)[0])
-
-    def _get_or_create_watch(self, path: bytes, mask: Mask) -> Any:
-        with watchable(path, follow=not mask & _IN.IN_DONT_FOLLOW) as name:
-            if name != path:
-                mask = Mask(mask & ~_IN.IN_DONT_FOLLOW)
-            return super()._get_or_create_watch(name, mask)
 
 
 @dataclass
@@ -118,8 +84,8 @@ class _WatchGroup(InotifyWatchGroup):
     _dir_names: dict[bytes, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self._inotify_fd, _InotifyFD):
-            self._inotify_fd.group = self  # before the first watch: it sees every event
+        if isinstance(self._inotify_fd, InotifyReader):
+            self._inotify_fd.sink = self.enqueue  # before the first watch: it sees every event
         super().__post_init__()
 
     def on_event(self, event: InotifyEvent) -> None:
@@ -159,7 +125,7 @@ class _WatchGroup(InotifyWatchGroup):
             self._handle_buffer(buffer)
         fd = self._inotify_fd
         # The backlog first: a select() per read is a GIL hand-off per read.
-        has_more = bool(self._backlog) or (isinstance(fd, _InotifyFD) and fd.is_readable())
+        has_more = bool(self._backlog) or (isinstance(fd, InotifyReader) and fd.is_readable())
         self.after_read(has_more=has_more)
 
     def _handle_buffer(self, buffer: bytes) -> None:
@@ -427,8 +393,8 @@ class _Emitter(InotifyFullEmitter):
 class InotifyObserver(BaseObserver):
     """An inotify observer with its own inotify instance, read by the direct reader."""
 
-    def __init__(self, hooks: Hooks) -> None:
-        self._inotify_fd = _InotifyFD()  # EMFILE here: the instance limit
+    def __init__(self, hooks: Hooks, *, read: ReadEvents = os.read) -> None:
+        self._inotify_fd = InotifyReader(read=read)  # EMFILE here: the instance limit
         self._inotify_fd.start()
         super().__init__(_Emitter, inotify_fd=self._inotify_fd, hooks=hooks)
 
@@ -440,8 +406,13 @@ class InotifyObserver(BaseObserver):
 
     @property
     def reader_alive(self) -> bool:
-        """Whether the thread reading the inotify instance runs (it has no guard of its own)."""
+        """Whether the thread reading the inotify instance runs."""
         return self._inotify_fd.is_alive()
+
+    @property
+    def failure(self) -> str | None:
+        """What ended the reader thread, if a failure did (the observer is then dead)."""
+        return self._inotify_fd.failure
 
     def on_thread_stop(self) -> None:
         super().on_thread_stop()
