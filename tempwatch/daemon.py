@@ -13,6 +13,10 @@ With `metrics.enabled`, the service's metrics and /healthz are served while it r
 systemd (NOTIFY_SOCKET) it reports READY=1 once the files present at start are registered,
 WATCHDOG=1 pings while every service thread and the observer are alive (so systemd
 restarts a service whose observer could not be revived), and STOPPING=1.
+
+`stopped` is the last line: a thread still busy past the stop's deadline (a pass stuck in a
+system call) has its later lines dropped, the count of those dropped until then given in
+`stopped` (`late_lines_dropped`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from tempwatch.errors import AlreadyRunningError, ConfigError, TempwatchError
 from tempwatch.health import Health, assess_service, combine_health
 from tempwatch.healthsocket import HealthSocket
 from tempwatch.host import Host
+from tempwatch.logsinks import close_to_other_threads, dropped_lines, reopen_to_all_threads
+from tempwatch.openfiles import OpenFiles, sweep_open_files
 from tempwatch.sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -89,20 +95,25 @@ def _force_exit(signum: int) -> None:
 
 
 def run_daemon(
-    load_config: Callable[[], Config], *, configure_logging: Callable[[Config], None]
+    load_config: Callable[[], Config],
+    *,
+    configure_logging: Callable[[Config], None],
+    sweep: Callable[[str], OpenFiles] = sweep_open_files,
 ) -> int:
     """Run the service until SIGINT or SIGTERM; returns the exit status.
 
     `load_config` is called once at start (a ConfigError propagates to the caller) and
-    again on every SIGHUP. Returns 1 with a one-line message on stderr if another instance
+    again on every SIGHUP. `sweep(prefix)` finds open files for the passes (the default
+    sweeps /proc). Returns 1 with a one-line message on stderr if another instance
     already watches the directory, 0 after a graceful stop.
     """
     config = load_config()
+    reopen_to_all_threads()
     configure_logging(config)
     signals = _Signals()
     signals.install()
     try:
-        return _serve(config, signals, load_config, configure_logging)
+        return _serve(config, signals, load_config, configure_logging, sweep)
     except AlreadyRunningError as e:
         logger.complete()
         print(f"tempwatch: {e}", file=sys.stderr)
@@ -116,10 +127,11 @@ def _serve(
     signals: _Signals,
     load_config: Callable[[], Config],
     configure_logging: Callable[[Config], None],
+    sweep: Callable[[str], OpenFiles],
 ) -> int:
     notifier = Notifier()
     with ExitStack() as stack:
-        service = _start(config, stack)
+        service = _start(config, stack, sweep)
         all_stats = [s.stats for s in service.services.values()]
         files = sum(stats.registered_files for stats in all_stats)
         observer = all_stats[0].observer_kind if all_stats else None
@@ -146,12 +158,18 @@ def _serve(
         name = signal.Signals(signals.stop_signal).name
         notifier.stopping(f"{name}: stopping")
         logger.bind(event="stopping", signal=name).info("{}: stopping", name)
-    logger.bind(event="stopped").info("stopped")
+    # Every thread was asked to stop and joined, with a deadline: one still busy past it (a
+    # pass stuck in a system call) must not log after the last line, whenever it wakes.
+    close_to_other_threads()
+    dropped = dropped_lines()
+    logger.bind(event="stopped", late_lines_dropped=dropped).info(
+        "stopped" if not dropped else f"stopped ({dropped} lines of threads still busy dropped)"
+    )
     logger.complete()
     return 0
 
 
-def _start(config: Config, stack: ExitStack) -> Host:
+def _start(config: Config, stack: ExitStack, sweep: Callable[[str], OpenFiles]) -> Host:
     """The host of every directory, a health socket in each, and the metrics and /healthz
     when enabled, on `stack`.
 
@@ -191,7 +209,7 @@ def _start(config: Config, stack: ExitStack) -> Host:
         # Every directory served has one, those a reload adds too; a removed one loses it.
         return HealthSocket(base_dir, functools.partial(told, base_dir))
 
-    host = Host(config, listener_for=listener_for, attach=health_socket)
+    host = Host(config, listener_for=listener_for, attach=health_socket, sweep=sweep)
     hosts.append(host)  # before it starts: a socket may be asked at once
     stack.enter_context(host)
 

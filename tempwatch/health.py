@@ -106,6 +106,8 @@ def assess(
     unwatched_dirs: int = 0,
     in_use_check: str = "",
     pressure_problem: str | None = None,
+    observer_restarts: int = 0,
+    observer_failure: str | None = None,
 ) -> Health:
     """Judge the service's health from facts gathered by the caller; all times are epoch seconds.
 
@@ -116,7 +118,9 @@ def assess(
     limit_pinned, sweep_denied_processes, pressure_problem (why the free-space or
     free-inode watermark cannot be held, or null), started_at, uptime_seconds and
     in_use_check (how "in use" is decided now: the lease falls back to the sweep alone
-    where the filesystem or the service's rights refuse leases).
+    where the filesystem or the service's rights refuse leases), observer_restarts and
+    observer_failure (why the observer is dead, or why it last died: a recovered failure
+    leaves the status healthy, and is still told here).
     """
     overdue = is_pass_overdue(
         now=now,
@@ -132,7 +136,8 @@ def assess(
     elif not base_dir_exists:
         failures.append(f"base_dir {os.fspath(base_dir)} does not exist")
     if not observer_alive and base_dir_problem is None:
-        failures.append("the observer is not running: new files are not being registered")
+        why = f" ({observer_failure})" if observer_failure else ""
+        failures.append(f"the observer is not running{why}: new files are not being registered")
     warnings: list[str] = []
     if observer_fallback is not None:
         warnings.append(f"watching by polling, slower to notice files: {observer_fallback}")
@@ -180,6 +185,8 @@ def assess(
         "started_at": _iso(started_at),
         "uptime_seconds": round(now - started_at, 3),
         "in_use_check": in_use_check,
+        "observer_restarts": observer_restarts,
+        "observer_failure": observer_failure,
     }
     return Health(status, 503 if failures else 200, body)
 
@@ -209,6 +216,10 @@ class ServiceState(Protocol):
     def in_use_check(self) -> str: ...
     @property
     def pressure_problem(self) -> str | None: ...
+    @property
+    def observer_restarts(self) -> int: ...
+    @property
+    def observer_failure(self) -> str | None: ...
 
 
 def assess_service(
@@ -238,6 +249,8 @@ def assess_service(
         unwatched_dirs=state.unwatched_dirs,
         in_use_check=state.in_use_check,
         pressure_problem=state.pressure_problem,
+        observer_restarts=state.observer_restarts,
+        observer_failure=state.observer_failure,
     )
 
 

@@ -234,7 +234,8 @@ class Host:
             sweep=self._sweep,
             listener=listener,
             own_passes=False,
-            **self._service_options,
+            monitor_interval_seconds=self._service_options["monitor_interval_seconds"],
+            polling_interval_seconds=self._service_options["polling_interval_seconds"],
         )
         service.start()
         self._share_filesystem(service, base_dir)

@@ -9,6 +9,11 @@ second old. Lines keep their order: they are appended and written under one lock
 `stop()` (loguru's `remove()`, at reload and exit) writes what is left.
 Without an open batch a line is written at once, as loguru's own sinks do.
 
+At the end of `tempwatch run`, `close_to_other_threads()` makes the last line the last:
+once every thread was asked to stop and joined (with a deadline), a thread still busy (a
+pass stuck in a system call, say) may wake later and log; from then on only the closing
+thread's lines are written, the others are dropped and counted (`dropped_lines`).
+
 The cost of batching: a process killed outright (SIGKILL, OOM) loses the lines still
 pending, at most one batch's worth (64 KiB); SIGTERM, SIGINT and exceptions lose none,
 since every exit path closes the batch or removes the sinks.
@@ -22,7 +27,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-__all__ = ["LineBatcher", "batched_lines", "stream_writer"]
+__all__ = [
+    "LineBatcher",
+    "batched_lines",
+    "close_to_other_threads",
+    "dropped_lines",
+    "reopen_to_all_threads",
+    "stream_writer",
+]
 
 _MAX_PENDING_CHARS = 64 * 1024
 _MAX_PENDING_SECONDS = 0.25
@@ -31,6 +43,8 @@ _MAX_PENDING_SECONDS = 0.25
 _open = 0
 _open_lock = threading.Lock()
 _sinks: list[LineBatcher] = []
+# After close_to_other_threads(): the one thread whose lines are still written.
+_only_thread: int | None = None
 
 
 class LineBatcher:
@@ -55,11 +69,16 @@ class LineBatcher:
         self._oldest = 0.0
         self._lock = threading.Lock()
         self.is_stopped = False
+        self.dropped = 0  # lines of other threads, after close_to_other_threads()
         with _open_lock:
             _sinks.append(self)
 
     def write(self, message: str) -> None:
         """Take one formatted line (loguru calls this under its handler's lock)."""
+        if _only_thread is not None and threading.get_ident() != _only_thread:
+            with self._lock:
+                self.dropped += 1
+            return
         with self._lock:
             if not self._pending:
                 self._oldest = self._clock()
@@ -96,6 +115,34 @@ class LineBatcher:
         self._pending.clear()
         self._pending_chars = 0
         self._write(text)
+
+
+def close_to_other_threads() -> None:
+    """From now on write only the calling thread's lines; drop the others', counting them.
+
+    Every pending line is written first, so that what was logged before stays before."""
+    global _only_thread
+    with _open_lock:
+        _only_thread = threading.get_ident()
+        sinks = list(_sinks)
+    for sink in sinks:
+        sink.write_pending()
+
+
+def reopen_to_all_threads() -> None:
+    """Undo `close_to_other_threads` (a process that serves again), the counts reset."""
+    global _only_thread
+    with _open_lock:
+        _only_thread = None
+        for sink in _sinks:
+            sink.dropped = 0
+
+
+def dropped_lines() -> int:
+    """Lines dropped since `close_to_other_threads`: the most any one sink dropped (a line
+    goes to each sink its level admits)."""
+    with _open_lock:
+        return max((sink.dropped for sink in _sinks), default=0)
 
 
 def stream_writer(stream: TextIO) -> Callable[[str], None]:

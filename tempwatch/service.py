@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Container
@@ -71,7 +72,8 @@ class Service:
     """Watches `config.watch.base_dir` and keeps it clean until stopped.
 
     `clock` gives registration and age times; `sweep(base_dir)` finds open files (the
-    default sweeps /proc); `listener` hears every deletion and pass (the metrics).
+    default sweeps /proc); `listener` hears every deletion and pass (the metrics);
+    `inotify_read(fd, size)` reads the inotify instance (a test makes it fail).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class Service:
         monitor_interval_seconds: float = 0.5,
         polling_interval_seconds: float = 1.0,
         own_passes: bool = True,
+        inotify_read: Callable[[int, int], bytes] = os.read,
     ) -> None:
         self.registry = Registry()
         # False: the process hosting several directories runs the passes (`run_pass_now`),
@@ -97,6 +100,7 @@ class Service:
         self._listener = listener
         self._monitor_interval = monitor_interval_seconds
         self._polling_interval = polling_interval_seconds
+        self._read = inotify_read
         self._limits = limits_of(config)
         self._own = own_files(config)
         self._instance = InstanceLock(self._base_dir)
@@ -225,6 +229,7 @@ class Service:
             overflows=self._rescanner.overflows,
             rescans=self._rescanner.rescans,
             observer_restarts=supervisor.restarts,
+            observer_failure=supervisor.observer_failure,
             observer_alive=watcher is not None and watcher.is_alive,
             observer_kind=watcher.kind if watcher is not None else None,
             last_pass_at=self._last_pass_at,
@@ -411,20 +416,11 @@ class Service:
     def _make_watcher(self, config: Config, own: frozenset[str]) -> Watcher:
         watch = config.watch
         return Watcher(
-            self._base_dir,
-            self.registry,
-            recursive=watch.recursive,
-            observer=watch.observer,
-            exclude=watch.exclude,
-            skip_paths=own,
-            clock=self._clock,
-            on_change=self._on_change,
-            on_closed=self._on_closed,
-            on_overflow=self._rescanner.note_overflow,
-            on_missed=self._rescanner.request,
-            polling_interval_seconds=self._polling_interval,
-            age_by=config.cleanup.age_by,
-            rules=rules_of(config),
+            self._base_dir, self.registry, recursive=watch.recursive, observer=watch.observer,
+            exclude=watch.exclude, skip_paths=own, clock=self._clock, on_change=self._on_change,
+            on_closed=self._on_closed, on_overflow=self._rescanner.note_overflow,
+            on_missed=self._rescanner.request, polling_interval_seconds=self._polling_interval,
+            age_by=config.cleanup.age_by, rules=rules_of(config), inotify_read=self._read,
         )
 
     def _replace_watcher(self, config: Config, own: frozenset[str]) -> None:

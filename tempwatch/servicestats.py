@@ -36,6 +36,7 @@ class ServiceStats:
     deleted_open_bytes: int = 0
     in_use_check: str = LEASE_AND_SWEEP
     pressure: PressureState = PressureState()  # the filesystem's free space, last seen
+    observer_failure: str | None = None  # why the observer is dead, or last died
 
     @property
     def pressure_problem(self) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 from loguru import logger
 
@@ -48,11 +49,21 @@ class Supervisor:
         self.watcher: Watcher | None = None
         self.watcher_lock = threading.Lock()
         self.restarts = 0
+        self.last_failure: str | None = None  # why the observer last died, and when
         self.registered_by_old_watchers = 0
         self._base_dir = base_dir
         self._instance = instance
         self._make_watcher = make_watcher
         self._on_adopted = on_adopted
+
+    @property
+    def observer_failure(self) -> str | None:
+        """Why the observer is dead now (when it is known), else why it last died, when it
+        was found dead and restarted; None if it never died."""
+        watcher = self.watcher
+        if watcher is not None and not watcher.is_alive and watcher.failure is not None:
+            return watcher.failure
+        return self.last_failure
 
     @property
     def is_watching(self) -> bool:
@@ -176,9 +187,13 @@ class Supervisor:
             watcher = self.watcher
             if watcher is None or watcher.is_alive or is_stopping():
                 return None
-            logger.bind(event="observer-died", observer=watcher.kind).error(
-                "the {} observer of {} stopped; restarting it", watcher.kind, self._base_dir
+            why = watcher.failure or "a thread of it ended"
+            logger.bind(event="observer-died", observer=watcher.kind, reason=why).error(
+                "the {} observer of {} stopped ({}); restarting it", watcher.kind,
+                self._base_dir, why,
             )
+            found_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.last_failure = f"{why} (found at {found_at})"
             try:
                 watcher.restart()
             except (TempwatchError, OSError) as e:

@@ -168,6 +168,60 @@ def test_second_signal_forces_the_exit(config: Path) -> None:
         child.close()
 
 
+_SLOW_SWEEP = r"""
+import sys, threading
+from tempwatch.configload import load_config
+from tempwatch.daemon import run_daemon
+from tempwatch.logsetup import configure_logging
+from tempwatch.openfiles import sweep_open_files
+
+released = threading.Event()
+
+def slow_sweep(prefix):
+    # The pass's open-file sweep outlasts the stop's deadline, as a sweep of a busy /proc
+    # or one stuck on a dead filesystem can (the sweep at start is not held up).
+    if threading.current_thread().name == "tempwatch-passes":
+        print('{"event": "sweep-stuck"}', file=sys.stderr, flush=True)
+        released.wait(30)
+    return sweep_open_files(prefix)
+
+code = run_daemon(lambda: load_config(sys.argv[1]),
+                  configure_logging=lambda config: configure_logging(config.log),
+                  sweep=slow_sweep)
+released.set()  # the late pass goes on while the process still lives, and logs
+for thread in threading.enumerate():
+    if thread.name == "tempwatch-passes":
+        thread.join(30)
+        print('{"event": "late-pass-ended"}', file=sys.stderr, flush=True)
+sys.exit(code)
+"""
+
+
+def test_a_pass_stuck_past_the_stop_deadline_logs_nothing_after_stopped(
+    config: Path, base: Path
+) -> None:
+    base.mkdir()
+    for i in range(20):
+        path = base / f"f{i}"
+        path.write_bytes(b"")
+        os.utime(path, (1_000_000, 1_000_000))  # expired at the first pass
+    child = Daemon(config, code=_SLOW_SWEEP)
+    try:
+        child.wait_event("sweep-stuck")
+        child.signal(signal.SIGTERM)
+        assert child.wait() == 0
+    finally:
+        child.close()
+    records = child.records()
+    events = [r.get("event") for r in records]
+    assert "late-pass-ended" in events, "the late pass never ended: nothing was tested"
+    last = events.index("stopped")
+    assert "late-pass-ended" in events[last + 1:]
+    assert not [r for r in records[last + 1:] if "level" in r], records[last:]
+    assert any(e == "stop" for e in events[:last]), "the late pass was not reported"
+    assert records[last]["late_lines_dropped"] == 0
+
+
 def test_sighup_applies_a_good_config(daemon: Daemon, config: Path, base: Path) -> None:
     (base / "old").write_bytes(b"x")
     daemon.wait_event("registered", path=str(base / "old"))

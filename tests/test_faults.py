@@ -7,6 +7,7 @@ Each is recovered, and visible in the log and in /healthz or /metrics. Root-only
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -328,3 +329,50 @@ def test_a_directory_below_path_max_over_the_watch_limit_is_reported_and_found(
             wait_for(lambda: healthz(url)[1]["unwatched_dirs"] >= 1, message="reported")
             wait_for(lambda: metric(url, "temp_files_active") == 1, message="the file found")
         assert child.said("could not watch new directory")
+
+
+# -- the inotify reader thread killed ---------------------------------------------------
+
+
+class FailingRead:
+    """`os.read` on the inotify fd; once armed, its next call raises `errno` instead (the
+    kernel refusing the read), which ends the reader thread."""
+
+    def __init__(self, error: int) -> None:
+        self.error = error
+        self.armed = threading.Event()
+        self.failures = 0
+
+    def __call__(self, fd: int, size: int) -> bytes:
+        if self.armed.is_set():
+            self.armed.clear()
+            self.failures += 1
+            raise OSError(self.error, os.strerror(self.error))
+        return os.read(fd, size)
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.EBADF])
+def test_a_failed_inotify_reader_is_restarted_and_what_it_missed_is_found(
+    base: Path, log_lines: list[str], error: int
+) -> None:
+    read = FailingRead(error)
+    with running(make_config(base), inotify_read=read) as (service, url):
+        first = service.watcher
+        read.armed.set()
+        (base / "missed").write_bytes(b"x")  # its events are never read: the reader dies
+        wait_for(lambda: read.failures == 1, message="the read failed")
+        wait_for(lambda: metric(url, "tempwatch_observer_restarts_total") == 1,
+                 message="the observer restarted")
+        assert service.watcher is first and first is not None and first.is_alive
+        wait_for(lambda: str(base / "missed") in service.registry,
+                 message="the missed file found by the rescan after the restart")
+        (base / "after").write_bytes(b"")
+        wait_for(lambda: str(base / "after") in service.registry, message="events flow again")
+        status, body = healthz(url)
+        assert (status, body["status"], body["observer_restarts"]) == (200, "healthy", 1), body
+        said = f"inotify reader failed: OSError: [Errno {error}] {os.strerror(error)}"
+        assert str(body["observer_failure"]).startswith(said), body
+    assert len([line for line in log_lines if line.startswith("ERROR inotify-reader-failed")]) == 1
+    died = [line for line in log_lines if line.startswith("ERROR observer-died")]
+    assert len(died) == 1 and said in died[0], died
+    assert any(line.startswith("WARNING rescan") for line in log_lines)

@@ -71,6 +71,20 @@ def test_a_dead_observer_is_unhealthy() -> None:
     assert health.body["observer_alive"] is False
 
 
+def test_a_dead_observer_says_why_and_a_recovered_failure_stays_told() -> None:
+    failure = "inotify reader failed: OSError: [Errno 5] Input/output error"
+    dead = judge(observer_alive=False, observer_failure=failure)
+    assert dead.status == "unhealthy"
+    assert dead.reasons == [
+        f"the observer is not running ({failure}): new files are not being registered"
+    ]
+    recovered = judge(observer_restarts=1, observer_failure=failure)
+    assert (recovered.status, recovered.reasons) == ("healthy", [])
+    assert (recovered.body["observer_restarts"], recovered.body["observer_failure"]) == (
+        1, failure,
+    )
+
+
 def test_a_missing_base_dir_is_unhealthy() -> None:
     health = judge(base_dir_exists=False)
     assert (health.status, health.http_status) == ("unhealthy", 503)
@@ -143,6 +157,8 @@ class Stats:
     unwatched_dirs: int = 0
     in_use_check: str = "kernel lease and /proc sweep"
     pressure_problem: str | None = None
+    observer_restarts: int = 0
+    observer_failure: str | None = None
 
 
 def test_base_dir_no_longer_the_one_checked_is_unhealthy_with_what_it_became(

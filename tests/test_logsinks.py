@@ -15,7 +15,13 @@ from tempwatch import loglane, logsetup
 from tempwatch.cleaner import execute_plan
 from tempwatch.config import LogConfig
 from tempwatch.deleter import Deleter
-from tempwatch.logsinks import LineBatcher, batched_lines
+from tempwatch.logsinks import (
+    LineBatcher,
+    batched_lines,
+    close_to_other_threads,
+    dropped_lines,
+    reopen_to_all_threads,
+)
 from tempwatch.policy import Decision, Plan, Reason
 
 
@@ -147,6 +153,28 @@ def test_stop_writes_what_is_pending() -> None:
         sink.stop()  # loguru's remove(), as at a reload, in the middle of a batch
         assert writes == ["pending\n"] and stopped == [True]
     assert writes == ["pending\n"]
+
+
+def test_once_closed_to_other_threads_their_lines_are_dropped_and_counted(
+    json_log: tuple[Path, Path],
+) -> None:
+    log_file, _ = json_log
+    with batched_lines():
+        logger.bind(event="before").info("pending when the log closes")
+        close_to_other_threads()
+    try:
+        late = threading.Thread(target=lambda: [
+            logger.bind(event="late").info("too late"),
+            loglane.log("INFO", "deleted {path}", event="deleted", path="/t/late"),
+        ])
+        late.start()
+        late.join()
+        logger.bind(event="stopped").info("stopped")  # the closing thread's own line
+        assert dropped_lines() == 2
+    finally:
+        reopen_to_all_threads()
+    assert [r["event"] for r in _records(log_file)] == ["before", "stopped"]
+    assert dropped_lines() == 0
 
 
 def test_the_fast_lane_writes_what_loguru_would_have_written(

@@ -84,14 +84,19 @@ def make_config(base: Path, **changes: object) -> Config:
 
 @contextmanager
 def running(
-    config: Config, *, clock: Callable[[], float] = time.time, monitor_seconds: float = 0.5
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    monitor_seconds: float = 0.5,
+    inotify_read: Callable[[int, int], bytes] = os.read,
 ) -> Iterator[tuple[Service, str]]:
     """The service with metrics and /healthz on a free port, wired as `tempwatch run` does."""
     started: list[Service] = []
     metrics = Metrics(source=lambda: started[0].stats)
     base_dir = str(config.watch.base_dir)
     with Service(
-        config, listener=metrics, clock=clock, monitor_interval_seconds=monitor_seconds
+        config, listener=metrics, clock=clock, monitor_interval_seconds=monitor_seconds,
+        inotify_read=inotify_read,
     ) as service:
         started.append(service)
 

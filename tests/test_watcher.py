@@ -531,3 +531,30 @@ def test_unwatchable_new_subdirectory_is_reported(base: Path) -> None:
         assert verdict.startswith("registered ") and int(verdict.split()[1]) >= 1, verdict
     finally:
         child.close()
+
+
+def _inotify_instances() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            continue  # closed meanwhile (the listing's own fd)
+    return count
+
+
+def test_a_failed_reader_ends_says_why_and_releases_its_instance(tmp_path: Path) -> None:
+    def refused(fd: int, size: int) -> bytes:
+        raise OSError(5, "Input/output error")
+
+    before = _inotify_instances()
+    watcher = Watcher(str(tmp_path), Registry(), observer="inotify", inotify_read=refused)
+    watcher.start()
+    try:
+        assert watcher.is_alive and watcher.failure is None
+        (tmp_path / "f").write_bytes(b"")  # the read of its event fails
+        wait_for(lambda: not watcher.is_alive, message="the observer counts as dead")
+        assert watcher.failure == "inotify reader failed: OSError: [Errno 5] Input/output error"
+    finally:
+        watcher.stop()
+    assert _inotify_instances() == before, "the dead reader's inotify instance leaked"
