@@ -24,7 +24,7 @@ from tempwatch.globs import compile_globs
 from tempwatch.rules import Rule
 from tempwatch.units import render_value
 
-__all__ = ["DIRECTORY_KEYS", "RawDirectory", "parse_directories"]
+__all__ = ["DIRECTORY_KEYS", "RawDirectory", "parse_directories", "parse_rules"]
 
 _PER_DIRECTORY_SECTIONS = ("watch", "cleanup", "limits")
 DIRECTORY_KEYS: Mapping[str, str] = {
@@ -106,8 +106,16 @@ def _bad_key(shown: str, key: str) -> ConfigError:
 def _parse_rules(raw: object, label: str, origin: Origin) -> tuple[Rule, ...]:
     if not isinstance(raw, list) or not all(isinstance(rule, dict) for rule in raw):
         raise invalid(f"{label}.rule", "[[directory.rule]] tables", raw)
+    return parse_rules(raw, f"{label}.rule", origin)
+
+
+def parse_rules(raw: object, label: str, origin: Origin) -> tuple[Rule, ...]:
+    """Rule tables, as `[[directory.rule]]` and the library's `rules=` give them, checked
+    into Rules; a ConfigError names `label[n]` (counted from 1) and the key."""
+    if not isinstance(raw, list | tuple) or not all(isinstance(rule, Mapping) for rule in raw):
+        raise invalid(label, 'a list of rule tables like {"match": "*.pid", "keep": true}', raw)
     return tuple(
-        _parse_rule(rule, f"{label}.rule[{n}]", origin) for n, rule in enumerate(raw, 1)
+        _parse_rule(dict(rule), f"{label}[{n}]", origin) for n, rule in enumerate(raw, 1)
     )
 
 

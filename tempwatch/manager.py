@@ -13,7 +13,8 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
 
@@ -28,13 +29,16 @@ from tempwatch.age import (
     stat_last_used_at,
 )
 from tempwatch.basedir import check_base_dir
+from tempwatch.configkeys import Origin
 from tempwatch.deleter import Deleter
+from tempwatch.directories import parse_rules
 from tempwatch.errors import ConfigError
 from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry
 from tempwatch.rounds import run_pass
+from tempwatch.rules import Rule, RuleSet
 from tempwatch.units import parse_duration
 
 if TYPE_CHECKING:
@@ -113,6 +117,11 @@ class TempFileManager:
     pid), and a background thread expires files every `cleanup_interval` (by default a
     quarter of max_age, between 1 s and 5 min). `close()` stops both.
 
+    `rules` are per-pattern rules as in a config's `[[directory.rule]]` tables, first match
+    wins: `{"match": "*.pid", "keep": True}` (never deleted, never registered),
+    `{"match": "*.log", "max_age": "7d"}`, or a rule's own `max_file_size` or `age_by`. A
+    bad rule raises ConfigError naming `rules[n]` and the key.
+
     Used as a context manager, exit clears only the files this program registered itself
     with `register_file`, whatever their age; files seen by watching are governed by age
     only, never cleared on exit. The same holds for `clear_all()` and `cleanup(force=True)`.
@@ -129,6 +138,7 @@ class TempFileManager:
         cleanup_interval: float | str | None = None,
         allow_system_dir: bool = False,
         age_by: Iterable[str] | None = None,
+        rules: Sequence[Mapping[str, object]] = (),
         clock: Callable[[], float] = time.time,
         sweep: Callable[[str], OpenFiles] = sweep_open_files,
     ) -> None:
@@ -140,8 +150,13 @@ class TempFileManager:
         resolved = check_base_dir(
             base_dir, "base_dir", allow_system_dir=allow_system_dir, opt_in="allow_system_dir=True"
         )
+        self.rules: tuple[Rule, ...] = parse_rules(rules, "rules", Origin(Path.cwd()))
         ensure_base_dir(str(resolved))
         self.base_dir = resolved
+        self._rules = RuleSet(
+            str(resolved), self.rules, max_age_seconds=self.max_age, max_file_size_bytes=0,
+            age_by=self.age_by,
+        )
         self._registry = Registry()
         self.lock = self._registry.lock
         self._owned: set[str] = set()  # registered by this program: cleared on exit
@@ -172,6 +187,7 @@ class TempFileManager:
                 clock=self._clock,
                 skip_paths=lock_file,
                 age_by=self.age_by,
+                rules=self._rules if self._rules else None,
             )
             watcher.start()
         except BaseException:
@@ -208,10 +224,11 @@ class TempFileManager:
     def register_file(self, path: str | os.PathLike[str]) -> bool:
         """Register a regular file below base_dir; False (with a warning) if it is refused.
 
-        Refused: a missing path, a directory, a symlink, a FIFO, socket or device, and
-        anything that resolves outside base_dir. Registering again keeps the original time.
-        A registered file is this program's own: `clear_all()` and exit remove it. Its age
-        counts from the newest of its registration and its lstat times, per `age_by`.
+        Refused: a missing path, a directory, a symlink, a FIFO, socket or device,
+        anything that resolves outside base_dir, and a file a `keep` rule governs.
+        Registering again keeps the original time. A registered file is this program's own:
+        `clear_all()` and exit remove it. Its age counts from the newest of its registration
+        and its lstat times, per `age_by` (its rule's, if it sets one).
         """
         normalized = _normalize(path)
         checked = self._check(normalized)
@@ -221,7 +238,7 @@ class TempFileManager:
             )
             return False
         used_at = last_used_at(
-            self.age_by,
+            self._age_by_for(normalized),
             registered_at=self._clock(),
             mtime=checked.st_mtime,
             ctime=checked.st_ctime,
@@ -233,11 +250,19 @@ class TempFileManager:
         logger.bind(event="registered", path=normalized).debug("registered {}", normalized)
         return True
 
+    def _age_by_for(self, normalized: str) -> AgeBy:
+        return self._rules.governing(normalized).age_by or self.age_by
+
     def _check(self, normalized: str) -> os.stat_result | str:
         """The file's lstat if it may be registered, else why not."""
         base = str(self.base_dir)
         if normalized == base or os.path.commonpath([base, normalized]) != base:
             return f"outside {base}"
+        governing = self._rules.governing(normalized)
+        if governing.keep:
+            assert governing.rule_index is not None
+            rule = self.rules[governing.rule_index]
+            return f'kept by rules[{governing.rule_index + 1}] ("{rule.match}")'
         try:
             st = os.lstat(normalized)
         except FileNotFoundError:
@@ -270,7 +295,7 @@ class TempFileManager:
         except (OSError, ValueError):
             st = None  # gone: the entry's time is all there is
         if st is not None and st.st_ino == entry.ino:
-            by_stat = stat_last_used_at(st, self.age_by)
+            by_stat = stat_last_used_at(st, self._age_by_for(normalized))
             if by_stat is not None and by_stat > used_at:
                 used_at = by_stat
         return self._clock() - used_at
@@ -286,7 +311,11 @@ class TempFileManager:
         Returns how many were actually deleted. A file already gone is dropped and not
         counted; a failed deletion keeps its entry for a retry; an open file is skipped.
         """
-        limits = Limits(max_age_seconds=self.max_age, age_by=self.age_by)
+        limits = Limits(
+            max_age_seconds=self.max_age,
+            age_by=self.age_by,
+            rules=self._rules if self._rules else None,
+        )
         open_paths = (
             LazyOpenFiles(str(self.base_dir), self._sweep)
             if self._skip_open_files

@@ -7,10 +7,11 @@ All four use the one age definition (`tempwatch.age`), the default `age_by`. The
 - moved: made outside with a two-day-old mtime, moved in later: young by the move, kept.
 - extracted: made later with a two-day-old mtime, as tar leaves an archive's member
   (old mtime, new ctime): kept.
-- link: a dangling symlink made at the start: goes (its target is never touched).
-- app.pid: old, governed by a `keep = true` rule: kept by run, clean and status. The
-  library has no rules: it judges only the files a program registers, and a program does
-  not register its pid file.
+- link: a dangling symlink made at the start: goes for run, clean and status (its target
+  is never touched). `register_file` refuses symlinks (a program hands the library its own
+  regular files), so the library does not judge it.
+- app.pid: old, governed by a `keep = true` rule: kept by all four (the library, given the
+  same rule, refuses to register it, as the service never registers it).
 
 Old means older than max_age by every timestamp, ctime included, and ctime cannot be set
 back: the test waits for max_age to pass once, with a deadline, between the two halves of
@@ -120,7 +121,9 @@ def test_run_clean_status_and_the_library_agree_on_which_files_go(tmp_path: Path
         '[[directory.rule]]\nmatch = "*.pid"\nkeep = true\n'
     )
     run = Child(config)
-    library = TempFileManager(base, max_age=MAX_AGE_SECONDS)  # the default age_by
+    library = TempFileManager(  # the default age_by
+        base, max_age=MAX_AGE_SECONDS, rules=[{"match": "*.pid", "keep": True}]
+    )
     try:
         def serving() -> bool:
             assert run.proc.poll() is None, run.log()
@@ -139,6 +142,7 @@ def test_run_clean_status_and_the_library_agree_on_which_files_go(tmp_path: Path
         for path in (old, written):
             assert library.register_file(path)
         assert not library.register_file(link), "the library refuses symlinks"
+        assert not library.register_file(pid), "nor registers a file a keep rule governs"
         first_half_at = max(p.lstat().st_ctime for p in (old, written, pid, link))
         wait_for(
             lambda: time.time() > first_half_at + MAX_AGE_SECONDS + 0.5,

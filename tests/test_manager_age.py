@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support import wait_for
 
-from tempwatch import TempFileManager
+from tempwatch import ConfigError, TempFileManager
 from tempwatch.age import DEFAULT_AGE_BY
 
 
@@ -178,3 +180,75 @@ def test_age_by_is_checked_as_the_config_checks_it(
     assert words in message
     assert '"registered", "modified", "changed", "accessed"' in message
     assert "\n" not in message
+
+
+# -- per-pattern rules, as in a config's [[directory.rule]] ---------------------------------
+
+
+def test_a_keep_rule_refuses_the_file_and_a_watcher_never_registers_it(
+    base: Path, log_records: list[Any]
+) -> None:
+    rules = [{"match": "*.pid", "keep": True}]
+    with TempFileManager(base, max_age=100, rules=rules, watch=True) as manager:
+        pid = _file(base / "app.pid")
+        other = _file(base / "app.txt")
+        wait_for(lambda: manager.is_temp_file(other), message="the watcher registering app.txt")
+        assert not manager.is_temp_file(pid)
+        assert manager.register_file(pid) is False
+        assert manager.clear_all() == 0
+    assert pid.exists()
+    warnings = [str(r["message"]) for r in log_records if r["level"].name == "WARNING"]
+    assert f'not registering {pid}: kept by rules[1] ("*.pid")' in warnings
+
+
+def test_first_matching_rule_sets_max_age_age_by_and_size(base: Path, clock: FakeClock) -> None:
+    rules: list[dict[str, object]] = [
+        {"match": "keep-long/*.log", "max_age": "1000s"},
+        {"match": "*.log", "max_age": 50},
+        {"match": "*.bin", "age_by": ["modified"]},
+        {"match": "*.big", "max_file_size": "1KiB"},
+    ]
+    manager = TempFileManager(base, max_age=100, rules=rules, clock=clock)
+    (base / "keep-long").mkdir()
+    long_log = _file(base / "keep-long" / "a.log")
+    short_log = _file(base / "a.log")
+    plain = _file(base / "plain")
+    by_mtime = _file(base / "a.bin")
+    _used_at(by_mtime, clock.now - 150)
+    big = _file(base / "a.big", b"x" * 2048)
+    for path in (long_log, short_log, plain, by_mtime, big):
+        assert manager.register_file(path)
+    assert manager.get_file_age(by_mtime) == 150, "its rule's age_by: mtime alone"
+    assert manager.cleanup() == 2  # a.bin by its mtime, a.big over its size
+    assert not by_mtime.exists() and not big.exists()
+    clock.now += 51
+    assert manager.cleanup() == 1 and not short_log.exists()
+    clock.now += 50
+    assert manager.cleanup() == 1 and not plain.exists()
+    clock.now += 899
+    assert manager.cleanup() == 0
+    clock.now += 1
+    assert manager.cleanup() == 1 and not long_log.exists()
+
+
+@pytest.mark.parametrize(
+    ("rules", "words"),
+    [
+        ([{"keep": True}], 'rules[1].match: expected a glob relative to the directory'),
+        ([{"match": "/abs/*.pid", "keep": True}], "rules[1].match: expected a glob"),
+        ([{"match": "*.pid", "kept": True}], 'rules[1]: unknown key "kept" (did you mean'),
+        ([{"match": "*.pid", "keep": True, "max_age": "1h"}], "rules[1]: keep = true never"),
+        ([{"match": "*.a", "max_age": "1h"}, {"match": "*.b", "age_by": ["birth"]}],
+         "rules[2].age_by: expected a non-empty list of"),
+        ({"match": "*.pid"}, "rules: expected a list of rule tables"),
+    ],
+)
+def test_a_bad_rule_is_one_line_naming_it_and_nothing_is_created(
+    tmp_path: Path, rules: object, words: str
+) -> None:
+    missing = tmp_path / "not-yet"
+    with pytest.raises(ConfigError) as caught:
+        TempFileManager(missing, rules=rules)  # type: ignore[arg-type]
+    assert str(caught.value).startswith(words)
+    assert "\n" not in str(caught.value)
+    assert not missing.exists()
