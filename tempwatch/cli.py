@@ -235,25 +235,34 @@ def _clean(config: Config, *, quiet: bool) -> int:
     # does not show every line twice. A log file, if set, still gets every event.
     configure_logging(config.log, stream=sys.stderr, stream_level="WARNING")
     progress = sys.stderr if sys.stderr.isatty() and not quiet else None
-    printer = _Printer(dry_run=config.cleanup.dry_run, progress=progress)
-    verb = "would remove" if config.cleanup.dry_run else "removed"
-    deleted = deleted_bytes = skipped = failed = 0
+    # dry_run may differ between directories: each says what it did in its own words.
+    totals = {False: [0, 0], True: [0, 0]}  # dry run? -> files, bytes
+    skipped = failed = 0
     for directory in config.each_directory():
+        dry_run = directory.cleanup.dry_run
+        printer = _Printer(dry_run=dry_run, progress=progress)
         report, _state = clean_once(directory, listener=printer)
-        deleted += len(report.deleted)
-        deleted_bytes += report.deleted_bytes
+        totals[dry_run][0] += len(report.deleted)
+        totals[dry_run][1] += report.deleted_bytes
         skipped += len(report.skipped_open)
         failed += len(report.failed)
         if config.directories:
             print(
-                f"{directory.watch.base_dir}: {verb} {count(len(report.deleted), 'file')} "
-                f"({format_size(report.deleted_bytes)})"
+                f"{directory.watch.base_dir}: {_removed(dry_run)} "
+                f"{count(len(report.deleted), 'file')} ({format_size(report.deleted_bytes)})"
             )
-    print(
-        f"{verb} {count(deleted, 'file')} ({format_size(deleted_bytes)}), "
-        f"{skipped} skipped as open, {count(failed, 'error')}"
+    kinds = sorted({directory.cleanup.dry_run for directory in config.each_directory()})
+    done = ", ".join(
+        f"{_removed(dry_run)} {count(totals[dry_run][0], 'file')} "
+        f"({format_size(totals[dry_run][1])})"
+        for dry_run in kinds
     )
+    print(f"{done}, {skipped} skipped as open, {count(failed, 'error')}")
     return 1 if failed else 0
+
+
+def _removed(dry_run: bool) -> str:
+    return "would remove" if dry_run else "removed"
 
 
 def run_main() -> None:

@@ -296,6 +296,31 @@ def test_clean_and_status_cover_every_directory(
     assert not (b / "old").exists() and (c / "old").exists(), "--base-dir: just that one"
 
 
+def test_clean_says_would_for_a_directory_in_dry_run_and_did_for_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = dirs(tmp_path, "a", "b")
+    then = time.time() - 2 * 86400
+    for directory in (a, b):
+        (directory / "old").write_bytes(b"x")
+        os.utime(directory / "old", (then, then))
+    path = write(
+        tmp_path / "c.toml",
+        '[cleanup]\nmax_age = "1h"\nage_by = ["modified"]\n'
+        f'[[directory]]\npath = "{a}"\ndry_run = true\n[[directory]]\npath = "{b}"\n',
+    )
+    assert main(["clean", "-c", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.partition(" (expired")[0] for line in out] == [
+        f"would delete {str(a / 'old')!r}",
+        f"{a}: would remove 1 file (1 B)",
+        f"deleted {str(b / 'old')!r}",
+        f"{b}: removed 1 file (1 B)",
+        "removed 1 file (1 B), would remove 1 file (1 B), 0 skipped as open, 0 errors",
+    ]
+    assert (a / "old").exists() and not (b / "old").exists()
+
+
 def test_metrics_carry_a_directory_label_with_the_configured_directories_only() -> None:
     by_directory = {"/srv/a": Metrics(), "/srv/b": Metrics()}
     body, _ = LabelledMetrics(lambda: by_directory).render()
