@@ -5,7 +5,9 @@ whole registry on every event. Entries arrive almost always in time order (a new
 registered "now"); those that do not (a file found by a scan, a renamed file keeping its
 age) are kept in a small side table and merged in when the registry is iterated. When the
 side table grows past a fraction of the registry, the registry is rebuilt in order; a bulk
-load (`add_many`, or anything inside a `tracking` window) rebuilds once, at its end.
+load (`add_many`, or anything inside a `tracking` window) rebuilds once, at its end. A
+start-up's scan (`load`) adds in no order at all and sorts everything once, so that it can
+register each directory as it is listed and free the scan's objects as it goes.
 
 Memory: one entry is its path, its dict slot and one int packing time, size and inode
 (48 bytes with pymalloc, where an Entry tuple of three objects cost about 150). The time is
@@ -17,6 +19,7 @@ step (the reconciling rescan does).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import struct
 import threading
@@ -92,6 +95,7 @@ class Registry:
         self.lock = threading.RLock()
         self._entries: dict[str, int] = {}  # path -> packed (time, size, inode)
         self._late: dict[str, float] = {}  # paths whose entry is out of insertion order
+        self._unsorted = False  # `load` added entries in no order: sort all when it settles
         self._tail = float("-inf")  # registration time of the newest in-order entry
         self._total_bytes = 0
         self._trackers: list[Touched] = []
@@ -180,6 +184,30 @@ class Registry:
                 self._bulk -= 1
                 self._settle()
         return added
+    def load(self, items: Iterable[tuple[str, float, int, int]]) -> int:
+        """`add_many` for a load in no time order that the caller keeps in a bulk window
+        (`tracking`): new paths are not ordered one by one, the whole registry is sorted
+        once when the window closes. A start-up's scan registers directory by directory
+        so; until the window closes, iterating sorts on every call."""
+        added = 0
+        with self.lock:
+            entries = self._entries
+            pack = _pack_bytes
+            from_bytes = _from_bytes
+            total = 0
+            for path, registered_at, size_bytes, ino in items:
+                if path in entries:
+                    added += self._add(path, registered_at, size_bytes, ino)
+                    continue
+                entries[path] = from_bytes(pack(registered_at, size_bytes, ino), "little")
+                total += size_bytes
+                added += 1
+            if total or added:
+                self._unsorted = True
+            self._total_bytes += total
+            self._settle()
+        return added
+
     def renew(self, path: str, used_at: float) -> bool:
         """A later use of a registered file: its time moves forward to `used_at`.
 
@@ -264,6 +292,7 @@ class Registry:
         with self.lock:
             self._entries.clear()
             self._late.clear()
+            self._unsorted = False
             self._tail = float("-inf")
             self._total_bytes = 0
 
@@ -371,8 +400,25 @@ class Registry:
 
     def _settle(self) -> None:
         """Rebuild if the side table outgrew its share, unless a bulk load is still open."""
-        if not self._bulk and len(self._late) > max(_REBUILD_MIN, len(self._entries) // 8):
+        if self._bulk:
+            return
+        if self._unsorted:
+            self._sort_all()
+        elif len(self._late) > max(_REBUILD_MIN, len(self._entries) // 8):
             self._rebuild()
+
+    def _sort_all(self) -> None:
+        # By the time's IEEE-754 bits, one cheap key per entry: they order non-negative
+        # times as the floats do; negative ones (mtimes before 1970) sort after them in
+        # reverse, and are moved to the front reversed.
+        items = sorted(self._entries.items(), key=_time_bits)
+        first_negative = bisect.bisect_left(items, _SIGN64, key=_time_bits)
+        if first_negative < len(items):
+            items = items[first_negative:][::-1] + items[:first_negative]
+        self._entries = dict(items)
+        self._late = {}
+        self._unsorted = False
+        self._tail = _time(items[-1][1]) if items else float("-inf")
 
     def _rebuild(self) -> None:
         entries = self._entries
@@ -391,6 +437,8 @@ class Registry:
     def _iter_oldest(self) -> Iterator[tuple[str, Entry]]:
         entries = self._entries
         late = self._late
+        if self._unsorted:
+            return ((p, _entry(v)) for p, v in sorted(entries.items(), key=_time_of_item))
         if not late:
             return ((p, _entry(v)) for p, v in entries.items())
         in_order = ((p, _entry(v)) for p, v in entries.items() if p not in late)
@@ -405,6 +453,14 @@ def _entry(value: int) -> Entry:
 def _time(value: int) -> float:
     at: float = _unpack_time((value & _LOW64).to_bytes(8, "little"))[0]
     return at
+
+
+def _time_of_item(item: tuple[str, int]) -> float:
+    return _time(item[1])
+
+
+def _time_bits(item: tuple[str, int]) -> int:
+    return item[1] & _LOW64
 
 
 def _size(value: int) -> int:

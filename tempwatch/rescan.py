@@ -136,20 +136,7 @@ def reconcile(
     for infos in _chunks(missing, chunk_size):
         if should_stop is not None and should_stop():
             return _result(counts)
-        with registry.lock:
-            unsure = None if touched is None else touched.among(i.path for i in infos)
-            if unsure is None:
-                unsure = {i.path for i in infos}
-            sure = [i for i in infos if i.path not in unsure] if unsure else infos
-            added = registry.add_many(
-                (i.path, used_at(i), i.size_bytes, i.ino) for i in sure
-            )
-            # Each of them differed from its entry: if not new, it was resized (or its
-            # inode learnt).
-            counts.added += added
-            counts.resized += len(sure) - added
-            for path in unsure:
-                counts.note(_verify(registry, path, lstat, skip, governed, is_kept))
+        _settle_missing(registry, infos, touched, used_at, counts, lstat, skip, governed, is_kept)
     vouched = _Vouched(scan, base_dir, exclude, skip)
     for paths in _chunks(ghosts, chunk_size):
         if should_stop is not None and should_stop():
@@ -161,6 +148,75 @@ def reconcile(
                 elif registry.discard(path) is not None:
                     counts.removed += 1
     return _result(counts)
+
+
+def _settle_missing(
+    registry: Registry,
+    infos: list[FileInfo],
+    touched: Touched | None,
+    used_at: Callable[[FileInfo], float],
+    counts: _Counts,
+    lstat: _Lstat,
+    skip: frozenset[str],
+    governed: Callable[[str], AgeBy | None],
+    is_kept: Callable[[str], bool],
+    *,
+    in_order: bool = True,
+) -> None:
+    """Register files the registry lacks (or holds with another size or inode), under one
+    hold of the lock; those an event touched since the scan are checked with lstat.
+    `in_order=False`: they come in no time order, inside the rescan's window."""
+    with registry.lock:
+        unsure = None if touched is None else touched.among(i.path for i in infos)
+        if unsure is None:
+            unsure = {i.path for i in infos}
+        sure = [i for i in infos if i.path not in unsure] if unsure else infos
+        add = registry.add_many if in_order else registry.load
+        added = add((i.path, used_at(i), i.size_bytes, i.ino) for i in sure)
+        # Each of them differed from its entry: if not new, it was resized (or its inode
+        # learnt).
+        counts.added += added
+        counts.resized += len(sure) - added
+        for path in unsure:
+            counts.note(_verify(registry, path, lstat, skip, governed, is_kept))
+
+
+def _load(
+    registry: Registry,
+    base_dir: str,
+    touched: Touched,
+    *,
+    recursive: bool,
+    exclude: Sequence[str],
+    skip_paths: Collection[str],
+    should_stop: Callable[[], bool] | None,
+    age_by: AgeBy,
+    rules: RuleSet | None,
+) -> tuple[ScanResult, ReconcileResult]:
+    """Fill a registry that was empty when the rescan began, directory by directory as the
+    scan lists them: nothing registered can be a ghost, so no full list of the scan is
+    needed, and no per-file object of it outlives its directory."""
+    skip = frozenset(skip_paths)
+    counts = _Counts()
+
+    def take(files: list[FileInfo]) -> None:
+        if should_stop is not None and should_stop():
+            return  # the rest is left for the next rescan
+        infos, governed, is_kept = _governed(files, age_by, rules)
+        if skip:
+            infos = [i for i in infos if i.path not in skip]
+        # Directories come in no time order: the registry sorts once, at the window's end.
+        used_at = _time_getter(infos, age_by, rules)
+        for chunk in _chunks(infos, CHUNK_SIZE):
+            _settle_missing(
+                registry, chunk, touched, used_at, counts, lstat_any, skip, governed, is_kept,
+                in_order=False,
+            )
+
+    scan = scan_tree(
+        base_dir, recursive=recursive, exclude=exclude, skip_names=skip_paths, on_files=take
+    )
+    return scan, _result(counts)
 
 
 def rescan(
@@ -184,13 +240,23 @@ def rescan(
     registry already right: changes found mean events were missed.
     """
     started = time.monotonic()
+    # Empty before the window opens (a start): the registry is filled as the scan goes.
+    load = scanner is scan_tree and not len(registry)
     with collector_paused(), registry.tracking() as touched:
-        scan = scanner(base_dir, recursive=recursive, exclude=exclude, skip_names=skip_paths)
-        result = reconcile(
-            registry, scan, touched=touched, base_dir=os.path.realpath(base_dir),
-            exclude=exclude, skip_paths=skip_paths, should_stop=should_stop, age_by=age_by,
-            rules=rules,
-        )
+        if load:
+            scan, result = _load(
+                registry, base_dir, touched, recursive=recursive, exclude=exclude,
+                skip_paths=skip_paths, should_stop=should_stop, age_by=age_by, rules=rules,
+            )
+        else:
+            scan = scanner(
+                base_dir, recursive=recursive, exclude=exclude, skip_names=skip_paths
+            )
+            result = reconcile(
+                registry, scan, touched=touched, base_dir=os.path.realpath(base_dir),
+                exclude=exclude, skip_paths=skip_paths, should_stop=should_stop,
+                age_by=age_by, rules=rules,
+            )
     quiet = reason == "start" or (reason in ROUTINE_REASONS and not result.changed)
     logger.bind(
         event="rescan",

@@ -17,7 +17,7 @@ import gc
 import os
 import re
 import stat
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -84,6 +84,7 @@ def scan_tree(
     recursive: bool = True,
     exclude: Sequence[str] = (),
     skip_names: Collection[str] = (),
+    on_files: Callable[[list[FileInfo]], None] | None = None,
 ) -> ScanResult:
     """Walk `base_dir` (resolved with realpath, as the Deleter does) and report what is in it.
 
@@ -92,8 +93,13 @@ def scan_tree(
     With `recursive=False` only base_dir's own entries are reported and `dirs` stays empty.
     Raises OSError only if base_dir itself cannot be opened; a bad entry below it lands in
     `errors` and an entry that vanishes mid-walk is skipped silently.
+
+    `on_files` is given each directory's files as soon as it is listed, and `files` stays
+    empty: a start-up registers them directory by directory, so that the scan's objects
+    for one directory are freed before the next is listed and their memory is reused
+    (collected all, they would be freed in between the kept paths, and stay resident).
     """
-    walk = _Walk(compile_globs(exclude), _normalise(skip_names), recursive)
+    walk = _Walk(compile_globs(exclude), _normalise(skip_names), recursive, on_files)
     base = os.path.realpath(os.fspath(base_dir))
     base_fd = os.open(base, DIR_OPEN_FLAGS)
     try:
@@ -131,11 +137,18 @@ _Pending = tuple[_Parent, str, str, str, int, os.stat_result]
 class _Walk:
     """State of one scan_tree call; `run` takes ownership of the base fd."""
 
-    def __init__(self, matcher: GlobMatcher, skip: frozenset[str], recursive: bool) -> None:
+    def __init__(
+        self,
+        matcher: GlobMatcher,
+        skip: frozenset[str],
+        recursive: bool,
+        on_files: Callable[[list[FileInfo]], None] | None = None,
+    ) -> None:
         self.names = matcher.names.fullmatch if matcher.names is not None else None
         self.paths = matcher.paths.fullmatch if matcher.paths is not None else None
         self.skip = skip
         self.recursive = recursive
+        self.on_files = on_files
         self.base_dev = 0
         self.base_mount: int | None = None
         self.mount_points: frozenset[str] | None = None
@@ -199,6 +212,13 @@ class _Walk:
         except BaseException:
             os.close(fd)
             raise
+        if self.on_files is not None and self.files:
+            files, self.files = self.files, []
+            try:
+                self.on_files(files)
+            except BaseException:
+                os.close(fd)
+                raise
         if not subdirs:
             os.close(fd)
             return is_empty

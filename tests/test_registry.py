@@ -275,3 +275,42 @@ def test_nested_windows_each_record_and_ordering_waits_for_the_last(
     assert "/b/late" in outer and "/b/late" not in inner
     times = [entry.registered_at for _, entry in registry.oldest_first()]
     assert times == sorted(times) and times[0] == 0.5
+
+
+def test_load_in_no_order_is_sorted_once_when_the_window_closes() -> None:
+    registry = Registry()
+    # Negative times (mtimes before 1970) and -0.0 sort where the floats do.
+    times = [float((i * 7919) % 5000) - 2500.0 for i in range(5000)] + [-0.0, 0.0, 1e9, -1e9]
+    items = [(f"/l/{i}", at, 3, i + 1) for i, at in enumerate(times)]
+    with registry.tracking():
+        assert registry.load(items[:3000]) == 3000
+        registry.add("/l/event", 5e8, 7, 99999)  # an event during the load, in order
+        assert registry.load(items[3000:]) == len(items) - 3000
+        during = [entry.registered_at for _, entry in registry.oldest_first()]
+        assert during == sorted(during), "iteration is ordered while the load goes on"
+    after = [entry.registered_at for _, entry in registry.oldest_first()]
+    assert after == sorted([*times, 5e8])
+    assert registry.total_bytes == 3 * len(times) + 7
+    registry.add("/l/newest", 2e9, 1, 100000)  # the order carries on after the sort
+    assert registry.oldest_first()[-1][0] == "/l/newest"
+    assert [p for p, _ in registry.oldest(2)] == [p for p, _ in registry.oldest_first()[:2]]
+
+
+def test_load_follows_the_rules_of_add_for_known_paths() -> None:
+    registry = Registry()
+    registry.add("/k/a", 10.0, 1, 5)
+    with registry.tracking():
+        # Known with the same inode: the time stays, the size is refreshed; a new inode is
+        # a new file.
+        assert registry.load([("/k/a", 1.0, 4, 5), ("/k/b", 2.0, 1, 6)]) == 1
+        assert registry.load([("/k/b", 3.0, 1, 7)]) == 1
+    assert registry.get("/k/a") == (10.0, 4, 5)
+    assert registry.get("/k/b") == (3.0, 1, 7)
+    assert registry.total_bytes == 5
+
+
+def test_load_with_only_negative_times() -> None:
+    registry = Registry()
+    with registry.tracking():
+        registry.load([("/n/a", -5.0, 0, 1), ("/n/b", -50.0, 0, 2), ("/n/c", -0.5, 0, 3)])
+    assert [p for p, _ in registry.oldest_first()] == ["/n/b", "/n/a", "/n/c"]

@@ -223,3 +223,41 @@ def test_a_rescan_drops_unchecked_only_what_the_scan_vouches_for(base: Path) -> 
     assert set(registry.times()) == {str(in_excluded_dir), str(excluded_name),
                                      str(in_failed_listing)}
     assert result.removed == 2
+
+
+def test_a_start_loads_directory_by_directory_as_a_reconcile_would(base: Path) -> None:
+    for d in range(5):
+        for i in range(40):
+            make_file(base / f"d{d}" / f"f{i}", b"x" * i, mtime=1_000_000.0 + (i * 37 + d) % 97)
+    (base / "link").symlink_to("missing")
+    loaded, reconciled = Registry(), Registry()
+    # The empty registry is filled as the scan lists each directory; a stand-in scanner
+    # takes the path that collects the whole scan first. Both end the same.
+    first = rescan(loaded, str(base), reason="start", age_by=MODIFIED)
+    second = rescan(
+        reconciled, str(base), reason="start", age_by=MODIFIED,
+        scanner=lambda *a, **k: scan_tree(*a, **k),
+    )
+    assert first == second == ReconcileResult(added=201)
+    assert sorted(loaded.oldest_first()) == sorted(reconciled.oldest_first())
+    times = [entry.registered_at for _, entry in loaded.oldest_first()]
+    assert times == sorted(times)
+    assert loaded.total_bytes == reconciled.total_bytes == 5 * sum(range(40)) + len("missing")
+
+
+def test_scan_tree_hands_over_each_directory_and_keeps_nothing(base: Path) -> None:
+    for d in range(3):
+        for i in range(5):
+            make_file(base / f"d{d}" / f"f{i}")
+    make_file(base / "top")
+    batches: list[list[str]] = []
+    scan = scan_tree(base, on_files=lambda files: batches.append([i.path for i in files]))
+    assert scan.files == []
+    assert sorted(len(batch) for batch in batches) == [1, 5, 5, 5]
+    assert {os.path.dirname(p) for batch in batches[1:] for p in batch} <= {
+        str(base / f"d{d}") for d in range(3)
+    }
+    assert sorted(p for batch in batches for p in batch) == sorted(
+        info.path for info in scan_tree(base).files
+    )
+    assert len(scan.dirs) == 3
