@@ -27,7 +27,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-__all__ = ["Entry", "Registry", "Touched"]
+from tempwatch.touched import Touched
+
+__all__ = ["Entry", "Registry"]
 
 _REBUILD_MIN = 1024
 
@@ -54,38 +56,6 @@ class Entry(NamedTuple):
 
 
 _make_entry = Entry._make
-
-
-class Touched:
-    """The paths changed by `Registry` updates while a `tracking` window was open."""
-
-    __slots__ = ("paths", "trees")
-
-    def __init__(self) -> None:
-        self.paths: set[str] = set()
-        self.trees: set[str] = set()  # "dir/" prefixes of discard_tree/move_tree
-
-    def __contains__(self, path: object) -> bool:
-        if path in self.paths:
-            return True
-        if not self.trees or not isinstance(path, str):
-            return False
-        # One lookup per ancestor, however many trees an `rm -rf` touched.
-        end = path.find("/")
-        while end >= 0:
-            if path[: end + 1] in self.trees:
-                return True
-            end = path.find("/", end + 1)
-        return False
-
-    def __len__(self) -> int:
-        return len(self.paths) + len(self.trees)
-
-    def among(self, paths: Iterable[str]) -> set[str]:
-        """Those of `paths` touched so far (cheap while nothing was)."""
-        if self.trees:
-            return {path for path in paths if path in self}
-        return self.paths.intersection(paths) if self.paths else set()
 
 
 class Registry:

@@ -31,9 +31,10 @@ from loguru import logger
 from tempwatch.age import DEFAULT_AGE_BY, AgeBy, scan_time_getter, unwatched_last_used_at
 from tempwatch.globs import is_excluded
 from tempwatch.longpath import lstat_any
-from tempwatch.registry import Registry, Touched
+from tempwatch.registry import Registry
 from tempwatch.rules import RuleSet
 from tempwatch.scan import FileInfo, ScanResult, collector_paused, scan_tree
+from tempwatch.touched import Touched
 
 __all__ = ["CHUNK_SIZE", "ROUTINE_REASONS", "ReconcileResult", "Scanner", "reconcile", "rescan"]
 
