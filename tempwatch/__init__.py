@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
 from tempwatch.errors import (
     AlreadyRunningError,
     ConfigError,
@@ -18,6 +16,7 @@ from tempwatch.errors import (
     TempFileError,
     TempwatchError,
 )
+from tempwatch.lazylog import disable_library_logger
 
 if TYPE_CHECKING:
     from tempwatch.manager import TempFileManager
@@ -38,7 +37,8 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-logger.disable("tempwatch")
+# Without importing loguru (see lazylog): the command line does not pay for it unless it logs.
+disable_library_logger()
 
 # The library API is imported on first use, so that the command line (`tempwatch --help`,
 # `status`, shell completion) does not pay for psutil and the deleter until it needs them.

@@ -26,9 +26,8 @@ import os
 import stat
 from enum import Enum
 
-from loguru import logger
-
 from tempwatch.dirfd import DirIdentity, dir_identity
+from tempwatch.lazylog import logger
 
 __all__ = ["BaseGuard", "BaseState", "describe_change"]
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from loguru import logger
-
+from tempwatch.lazylog import logger
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles
 
 __all__ = ["SweepVisibility", "warn_denied"]

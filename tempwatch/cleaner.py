@@ -19,10 +19,9 @@ from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from loguru import logger
-
 from tempwatch import loglane
 from tempwatch.deleter import DeleteItem, Deleter, DeleteResult, FileId, Outcome
+from tempwatch.lazylog import logger
 from tempwatch.lognoise import SaidOnce
 from tempwatch.logsinks import batched_lines
 from tempwatch.openfiles import OpenFileSet

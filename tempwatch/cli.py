@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from tempwatch.cliargs import OVERRIDES, build_parser, override_labels
-from tempwatch.config import Config
-from tempwatch.configload import SYSTEM_CONFIG_PATH, find_config_file, load_config
 from tempwatch.errors import ConfigError, TempwatchError
 from tempwatch.units import count, format_age, format_size
 
 if TYPE_CHECKING:
     from tempwatch.cleaner import PassReport
+    from tempwatch.config import Config
     from tempwatch.deleter import DeleteResult
     from tempwatch.policy import Decision
 
@@ -53,8 +52,10 @@ def main(argv: Sequence[str] | None = None, *, system_config: Path | None = None
     Without --config the file is $TEMPWATCH_CONFIG, else `system_config` (by default
     /etc/tempwatch/config.toml) if it exists.
     """
+    args = build_parser().parse_args(argv)  # --help exits here, before the config is imported
+    from tempwatch.configload import SYSTEM_CONFIG_PATH, find_config_file, load_config
+
     system_config = SYSTEM_CONFIG_PATH if system_config is None else system_config
-    args = build_parser().parse_args(argv)
     if args.command == "default-config":
         return _default_config()
     if args.command in ("completion", "man"):
@@ -96,6 +97,8 @@ def main(argv: Sequence[str] | None = None, *, system_config: Path | None = None
 
 
 def _check_config(load: Callable[[], Config], given: str | None, system_config: Path) -> int:
+    from tempwatch.configload import find_config_file
+
     path, why = find_config_file(given, system_path=system_config)
     config = load()
     # stdout stays valid TOML for `check-config > file`; which file was read is for people.

@@ -34,13 +34,12 @@ from contextlib import ExitStack
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from loguru import logger
-
 from tempwatch.config import Config
 from tempwatch.errors import AlreadyRunningError, ConfigError, TempwatchError
 from tempwatch.health import Health, assess_service, combine_health
 from tempwatch.healthsocket import HealthSocket
 from tempwatch.host import Host
+from tempwatch.lazylog import logger
 from tempwatch.logsinks import close_to_other_threads, dropped_lines, reopen_to_all_threads
 from tempwatch.openfiles import OpenFiles, sweep_open_files
 from tempwatch.sdnotify import Notifier

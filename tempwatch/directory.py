@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Container, Iterable
 
-from loguru import logger
-
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.dirfd import DirIdentity
 from tempwatch.healthsocket import SOCKET_NAME
 from tempwatch.instance import LOCK_FILE_NAME
+from tempwatch.lazylog import logger
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.pacing import Pace
 from tempwatch.policy import Limits

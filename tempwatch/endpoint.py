@@ -14,10 +14,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from loguru import logger
-
 from tempwatch.errors import TempwatchError
 from tempwatch.health import Health
+from tempwatch.lazylog import logger
 
 __all__ = ["Exposition", "MetricsServer"]
 

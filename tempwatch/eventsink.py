@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from loguru import logger
+from tempwatch.lazylog import logger
 
 __all__ = ["EventSink", "Hooks", "call_safely"]
 

@@ -29,10 +29,9 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from loguru import logger
-
 from tempwatch.age import stat_last_used_at
 from tempwatch.globs import is_excluded
+from tempwatch.lazylog import logger
 from tempwatch.longpath import lstat_any
 
 if TYPE_CHECKING:

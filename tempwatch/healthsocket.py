@@ -25,10 +25,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from loguru import logger
-
 from tempwatch.errors import TempwatchError
 from tempwatch.health import Health
+from tempwatch.lazylog import logger
 
 __all__ = ["SOCKET_NAME", "HealthSocket", "ServiceUnreachable", "ask_health"]
 

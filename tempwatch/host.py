@@ -23,11 +23,10 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 
-from loguru import logger
-
 from tempwatch.cleaner import CleanupListener, PassReport
 from tempwatch.config import Config
 from tempwatch.errors import TempwatchError
+from tempwatch.lazylog import logger
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.service import Service
 from tempwatch.sharedfs import SharedFilesystem

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from loguru import logger
 from watchdog.observers.inotify_c import InotifyConstants, InotifyFD, Mask
 
+from tempwatch.lazylog import logger
 from tempwatch.longpath import watchable
 
 __all__ = ["READ_BUFFER_BYTES", "InotifyReader", "ReadEvents"]

@@ -18,9 +18,8 @@ import os
 import stat
 from pathlib import Path
 
-from loguru import logger
-
 from tempwatch.errors import AlreadyRunningError, TempwatchError
+from tempwatch.lazylog import logger
 
 __all__ = ["BASE_DIR_MODE", "LOCK_FILE_NAME", "InstanceLock", "ensure_base_dir"]
 

@@ -8,11 +8,10 @@ which check is in force, and the log says it once per reason.
 
 from __future__ import annotations
 
-from loguru import logger
-
 from tempwatch.config import CleanupConfig
 from tempwatch.deleter import Deleter
 from tempwatch.health import LEASE_AND_SWEEP
+from tempwatch.lazylog import logger
 
 __all__ = ["LeaseFallbackNotice", "in_use_check", "is_lease_in_force"]
 

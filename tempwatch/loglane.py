@@ -16,8 +16,7 @@ import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 
-from loguru import logger
-
+from tempwatch.lazylog import logger
 from tempwatch.logsinks import LineBatcher
 
 __all__ = ["install", "json_line", "log", "uninstall"]
@@ -44,16 +43,18 @@ def json_line(time: str, level: str, message: str, extra: Mapping[str, object]) 
 
 
 class _Lane:
-    __slots__ = ("_handler_ids", "_sinks")
+    __slots__ = ("_core", "_handler_ids", "_sinks")
 
     def __init__(self, sinks: Sequence[tuple[int, LineBatcher]], handler_ids: Collection[int]):
         self._sinks = tuple(sinks)
         self._handler_ids = frozenset(handler_ids)
+        # Asked once: the root logger's core lives as long as the process, and asking the
+        # lazy logger for it on every line would cost a call.
+        self._core = getattr(logger, "_core", None)
 
     def is_sole(self) -> bool:
         """Whether loguru's sinks are still exactly these (none added, none removed)."""
-        core = getattr(logger, "_core", None)
-        handlers = getattr(core, "handlers", None)
+        handlers = getattr(self._core, "handlers", None)
         if not isinstance(handlers, dict) or handlers.keys() != self._handler_ids:
             return False
         return not any(sink.is_stopped for _, sink in self._sinks)

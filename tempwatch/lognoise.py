@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable
 
-from loguru import logger
+from tempwatch.lazylog import logger
 
 __all__ = ["MAX_LISTED", "SaidOnce", "capped", "log_in_full"]
 

@@ -18,8 +18,6 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
 
-from loguru import logger
-
 from tempwatch.age import (
     AGE_SOURCES,
     DEFAULT_AGE_BY,
@@ -34,6 +32,7 @@ from tempwatch.deleter import Deleter
 from tempwatch.directories import parse_rules
 from tempwatch.errors import ConfigError
 from tempwatch.instance import InstanceLock, ensure_base_dir
+from tempwatch.lazylog import logger
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.policy import Limits
 from tempwatch.registry import Registry

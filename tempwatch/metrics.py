@@ -20,7 +20,6 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -28,6 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from tempwatch.cleaner import PassReport
 from tempwatch.deleter import DeleteResult
 from tempwatch.health import LEASE_AND_SWEEP
+from tempwatch.lazylog import logger
 from tempwatch.policy import Decision, Reason
 from tempwatch.reclaim import PressureState
 

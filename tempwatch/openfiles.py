@@ -5,13 +5,14 @@ per candidate file ("is it open?"), so the answer is computed once, as a set, by
 every visible process, and each candidate is a set lookup. `LazyOpenFiles` defers that sweep to
 the first question, so a pass with nothing to delete costs nothing.
 
-How the sweep reads the kernel. On Linux it lists /proc/PID/fd itself (process list from
-psutil) and keeps only the links whose target lies strictly under base_dir; it stats only those,
-through the descriptor, so the (st_dev, st_ino) recorded is the file actually held even if its
-name changed. psutil's own `Process.open_files()` also stats every regular file and reads
-/proc/PID/fdinfo for each, which is why it is not the Linux path; it remains the fallback where
-there is no /proc. Both paths report descriptors opened with O_RDONLY, O_WRONLY/O_RDWR and
-O_PATH; the procfs path also reports held directories, psutil's only regular files.
+How the sweep reads the kernel. On Linux it lists /proc/PID/fd itself (and the process list
+from /proc: psutil is imported only to name holders) and keeps only the links whose target lies
+strictly under base_dir; it stats only those, through the descriptor, so the (st_dev, st_ino)
+recorded is the file actually held even if its name changed. psutil's own
+`Process.open_files()` also stats every regular file and reads /proc/PID/fdinfo for each, which
+is why it is not the Linux path; it remains the fallback where there is no /proc. Both paths
+report descriptors opened with O_RDONLY, O_WRONLY/O_RDWR and O_PATH; the procfs path also
+reports held directories, psutil's only regular files.
 
 What a sweep cannot see, so what may still be deleted while in use:
 
@@ -37,8 +38,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
-
-import psutil
 
 __all__ = [
     "NO_OPEN_FILES",
@@ -87,6 +86,8 @@ def describe_holders(
 
 
 def _describe(pid: int) -> Holder:
+    import psutil  # imported when asked: `status` on a quiet directory never needs it
+
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -295,7 +296,7 @@ def _identity_of(path: str) -> tuple[int, int] | None:
 
 def _sweep_procfs(prefix: str, exclude_pid: int | None) -> OpenFiles:
     found = _Collector(prefix)
-    for pid in psutil.pids():
+    for pid in _pids():
         if pid == exclude_pid:
             continue
         try:
@@ -319,6 +320,11 @@ def _sweep_procfs(prefix: str, exclude_pid: int | None) -> OpenFiles:
         finally:
             os.close(dir_fd)
     return found.result()
+
+
+def _pids() -> list[int]:
+    # What psutil.pids() reads on Linux, without importing psutil for it.
+    return [int(name) for name in os.listdir(_PROC) if name.isdigit()]
 
 
 def _scan_fd_dir(dir_fd: int, found: _Collector) -> None:
@@ -351,6 +357,8 @@ def _add_identity_only(name: str, dir_fd: int, found: _Collector) -> None:
 
 
 def _sweep_psutil(prefix: str, exclude_pid: int | None) -> OpenFiles:
+    import psutil
+
     found = _Collector(prefix)
     for proc in psutil.process_iter():
         if proc.pid == exclude_pid:

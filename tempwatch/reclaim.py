@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loguru import logger
-
 from tempwatch.cleaner import CleanupListener, PassReport, execute_plan
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
 from tempwatch.directory import rules_of
+from tempwatch.lazylog import logger
 from tempwatch.lognoise import SaidOnce
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
 from tempwatch.policy import Plan

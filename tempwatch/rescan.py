@@ -26,10 +26,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from loguru import logger
-
 from tempwatch.age import DEFAULT_AGE_BY, AgeBy, scan_time_getter, unwatched_last_used_at
 from tempwatch.globs import is_excluded
+from tempwatch.lazylog import logger
 from tempwatch.longpath import lstat_any
 from tempwatch.registry import Registry
 from tempwatch.rules import RuleSet

@@ -13,9 +13,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from loguru import logger
-
 from tempwatch.config import Config
+from tempwatch.lazylog import logger
 from tempwatch.lognoise import capped, log_in_full
 from tempwatch.registry import Registry
 from tempwatch.rescan import ReconcileResult, rescan

@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
-from loguru import logger
-
 from tempwatch.cleaner import (
     FORGET,
     CleanupListener,
@@ -34,6 +32,7 @@ from tempwatch.cleaner import (
     pinned_on_disk,
 )
 from tempwatch.deleter import Deleter
+from tempwatch.lazylog import logger
 from tempwatch.lognoise import SaidOnce
 from tempwatch.pacing import UNLIMITED, Budget, Pacer, batches
 from tempwatch.policy import Limits, Plan, Reason, plan_evictions, plan_pass

@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Mapping
 
-from loguru import logger
+from tempwatch.lazylog import logger
 
 __all__ = ["Notifier", "notify", "watchdog_interval_seconds"]
 

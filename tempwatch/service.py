@@ -29,8 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Container
 
-from loguru import logger
-
 from tempwatch.blindspots import SweepVisibility
 from tempwatch.cleaner import CleanupListener, PassReport
 from tempwatch.config import Config, changed_settings
@@ -50,6 +48,7 @@ from tempwatch.errors import TempwatchError
 from tempwatch.globs import is_excluded
 from tempwatch.instance import InstanceLock, ensure_base_dir
 from tempwatch.inusecheck import LeaseFallbackNotice, in_use_check, is_lease_in_force
+from tempwatch.lazylog import logger
 from tempwatch.lognoise import SaidOnce
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, OpenFileSet, sweep_open_files
 from tempwatch.pacing import Pacer

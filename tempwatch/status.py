@@ -8,8 +8,6 @@ import fcntl
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
@@ -180,6 +178,9 @@ def running_service(config: Config) -> tuple[int | None, dict[str, object] | Non
     host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     host = f"[{host}]" if ":" in host else host
     url = f"http://{host}:{config.metrics.port}/healthz"
+    import urllib.error  # only for a service without the socket: http.client is heavy
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=2) as answer:
             body = json.loads(answer.read())

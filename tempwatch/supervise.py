@@ -15,12 +15,11 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from loguru import logger
-
 from tempwatch.baseguard import BaseGuard, BaseState, describe_change
 from tempwatch.dirfd import DirIdentity, dir_identity
 from tempwatch.errors import TempwatchError
 from tempwatch.instance import InstanceLock
+from tempwatch.lazylog import logger
 from tempwatch.watcher import Watcher
 
 __all__ = ["RESTART_RETRY_SECONDS", "Supervisor"]

@@ -9,8 +9,7 @@ ask the observer to try them again.
 
 from __future__ import annotations
 
-from loguru import logger
-
+from tempwatch.lazylog import logger
 from tempwatch.longpath import lstat_any
 
 __all__ = ["UnwatchedDirs"]

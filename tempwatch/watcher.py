@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Collection
 from typing import Literal
 
-from loguru import logger
 from watchdog.events import (
     DirDeletedEvent,
     DirMovedEvent,
@@ -46,6 +45,7 @@ from tempwatch.eventsink import Hooks, call_safely
 from tempwatch.handler import EventHandler
 from tempwatch.inotify import InotifyObserver
 from tempwatch.inotifyreader import ReadEvents
+from tempwatch.lazylog import logger
 from tempwatch.registry import Registry
 from tempwatch.rules import RuleSet
 from tempwatch.unwatched import UnwatchedDirs
