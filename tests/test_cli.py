@@ -59,7 +59,9 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # mtime alone. The default age (by last use) has its own tests in test_age_e2e.py.
     monkeypatch.setenv("TEMP_FILE_AGE_BY", "modified")
     # A tempwatch installed on this machine must not leak its /etc config into the tests.
-    monkeypatch.setattr("tempwatch.cli.SYSTEM_CONFIG_PATH", Path("/nonexistent/tempwatch.toml"))
+    monkeypatch.setattr(
+        "tempwatch.configload.SYSTEM_CONFIG_PATH", Path("/nonexistent/tempwatch.toml")
+    )
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield

@@ -171,7 +171,7 @@ def test_the_man_page_documents_every_command_and_renders(
 
 
 def test_help_imports_no_heavy_dependency() -> None:
-    """`tempwatch --help` and completion stay quick: nothing past argparse and loguru."""
+    """`tempwatch --help` and completion stay quick: nothing past argparse (see test_lazylog)."""
     code = (
         "import sys\n"
         "from tempwatch.cli import main\n"

@@ -1,0 +1,136 @@
+"""The command line's quick paths import no heavy dependency, and the library's logger stays off
+until the program enables it, whichever of tempwatch and loguru is imported first.
+
+Each case runs in a fresh interpreter: what is imported, and when, is the thing under test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("loguru", "watchdog", "psutil", "prometheus_client", "asyncio")
+
+
+def _python(code: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+        cwd=cwd, timeout=120,
+    )
+
+
+def _heavy_after(commands: str, tmp_path: Path) -> list[str]:
+    code = f"""
+        import contextlib, io, os, sys
+        os.environ.pop("TEMPWATCH_CONFIG", None)
+        from tempwatch.cli import main
+        for argv in {commands}:
+            with contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    code = main(argv, system_config=__import__("pathlib").Path("/nonexistent"))
+                except SystemExit as e:
+                    code = e.code
+            assert code == 0, (argv, code)
+        print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})))
+    """
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_importing_the_command_line_imports_no_heavy_dependency() -> None:
+    done = _python(f"""
+        import sys
+        import tempwatch.cli
+        print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
+
+
+def test_help_and_status_of_an_empty_directory_import_no_heavy_dependency(
+    tmp_path: Path,
+) -> None:
+    commands = repr([["--help"], ["status", "--help"], ["status", "--base-dir", str(tmp_path)],
+                     ["status", "--json", "--base-dir", str(tmp_path)]])
+    assert _heavy_after(commands, tmp_path) == []
+
+
+_PROBE = """
+    def probe(logger, text):
+        # A record made in a tempwatch module: loguru names it by the caller's __name__.
+        exec("logger.warning(text)", {"__name__": "tempwatch.probe", "logger": logger,
+                                      "text": text})
+"""
+
+
+def _records(body: str) -> list[str]:
+    done = _python(textwrap.dedent(_PROBE) + textwrap.dedent(body))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_the_library_is_silent_when_tempwatch_is_imported_before_loguru() -> None:
+    seen = _records("""
+        import sys
+        import tempwatch
+        from tempwatch.lazylog import logger as lazy
+        assert "loguru" not in sys.modules
+        from loguru import logger
+        logger.remove()
+        logger.add(sys.stdout, format="{name}:{message}")
+        probe(lazy, "before-enable")
+        logger.enable("tempwatch")
+        probe(lazy, "after-enable")
+    """)
+    assert seen == ["tempwatch.probe:after-enable"]
+
+
+def test_an_enable_made_before_the_first_record_is_kept() -> None:
+    # The program enables the library after importing both, before tempwatch has logged or
+    # touched loguru: the first record must not switch the library off again.
+    seen = _records("""
+        import sys
+        import tempwatch
+        from loguru import logger
+        logger.remove()
+        logger.add(sys.stdout, format="{name}:{message}")
+        logger.enable("tempwatch")
+        from tempwatch.lazylog import logger as lazy
+        probe(lazy, "first")
+        probe(lazy, "second")
+    """)
+    assert seen == ["tempwatch.probe:first", "tempwatch.probe:second"]
+
+
+def test_the_library_is_silent_when_loguru_is_imported_first() -> None:
+    seen = _records("""
+        import sys
+        from loguru import logger
+        logger.remove()
+        logger.add(sys.stdout, format="{name}:{message}")
+        logger.enable("tempwatch")  # made before tempwatch existed: importing it turns it off
+        import tempwatch
+        from tempwatch.lazylog import logger as lazy
+        probe(lazy, "silent")
+        logger.enable("tempwatch")
+        probe(lazy, "heard")
+    """)
+    assert seen == ["tempwatch.probe:heard"]
+
+
+def test_the_lazy_logger_is_loguru_s_own_after_first_use() -> None:
+    done = _python("""
+        from tempwatch.lazylog import logger as lazy
+        from loguru import logger
+        assert lazy.info == logger.info and lazy.level("INFO").no == 20
+        assert type(lazy).__name__ == "_LazyLogger"
+        import loguru
+        assert loguru.__loader__.__class__.__name__ != "_DisablingLoader"
+        assert loguru.__spec__.loader is loguru.__loader__
+        print("ok")
+    """)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
