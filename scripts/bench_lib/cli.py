@@ -1,6 +1,6 @@
 """`scripts/bench [--quick] [--only 1,3] [--runs N] [--out DIR] [--workdir DIR]`.
 
-Runs the benchmarks in the order 3, 4, 5, 7, 1, 2, 6, 8, 9 (cheapest set-up first), prints the
+Runs the benchmarks in the order 3, 4, 5, 7, 1, 2, 6, 8, 9, 10 (cheapest set-up first), prints the
 markdown table and writes latest.md and latest.json into the output directory. A benchmark
 that fails is reported as failed in both files and the others still run; the exit code is
 then 1. The work directory (tmpfs) is removed at the end, whatever happened.
@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench_lib.bench_commands import bench_commands
 from bench_lib.bench_events import bench_burst, bench_idle, bench_registration
 from bench_lib.bench_eviction import bench_eviction
 from bench_lib.bench_expiry import bench_expiry
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Context], BenchResult]]] = {
     "6": ("Idle cost", bench_idle),
     "8": ("Disk pressure", bench_pressure),
     "9": ("Burst eviction", bench_eviction),
+    "10": ("Command start-up", bench_commands),
 }
 
 
@@ -68,7 +70,7 @@ def _selected(only: str | None) -> list[str]:
     wanted = [key.strip() for key in only.split(",") if key.strip()]
     unknown = [key for key in wanted if key not in BENCHMARKS]
     if unknown:
-        raise SystemExit(f"bench: unknown benchmark(s) {', '.join(unknown)}; have 1-9")
+        raise SystemExit(f"bench: unknown benchmark(s) {', '.join(unknown)}; have 1-10")
     return [key for key in BENCHMARKS if key in wanted]
 
 
@@ -103,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(_run_one(key, ctx))
     finally:
         remove_tree(workdir)
-    results.sort(key=lambda r: r.key)
+    results.sort(key=lambda r: int(r.key))
     mode = "quick" if args.quick else "full"
     table = render_markdown(results, machine, date, mode)
     (out / "latest.md").write_text(table, encoding="utf-8")
