@@ -10,18 +10,27 @@ walking down from `base_dir` one directory fd at a time instead of trusting a pa
   fd, so a symlink (or a directory swapped for one mid-pass) is never entered;
 - a component on another filesystem or another mount (bind mounts of the same filesystem
   included, detected through the mount id in /proc/self/fdinfo) is not entered;
-- the final name is judged with `lstat` through the parent fd and judged again right before
-  the unlink; if its (st_dev, st_ino) changed, the name now refers to another file and is
-  left alone;
+- the final name is judged once (type, device, owner, the (st_dev, st_ino) the caller saw,
+  age by last use), from the stat of what will be unlinked: with the lease probe on, the
+  `fstat` of the fd it is opened as (see below), else an `lstat` through the parent fd. A
+  name now referring to another file than the caller's is left alone (SWAPPED);
 - a batch keeps the fd of the directory it is working in while consecutive files share it;
   right before each unlink, one `fstatat` of "../.." proves that directory still hangs
   below base_dir, at the depth it was entered at. If it does not, the path is walked again;
-- in use, as the kernel sees it (inuse.py): a regular file is opened without following
-  links and a write lease is taken on it right before the unlink; the kernel refuses it
-  when any other process has the file open or mapped (IN_USE), and the fd is checked to be
-  the judged file. The lease is held across the unlink, so an open by another process in
-  between waits and then finds the name gone. A directory holding a BSD lock is not
-  entered (LOCKED), nor is anything below it.
+- in use, as the kernel sees it (inuse.py): the name is opened without following links
+  (O_NOFOLLOW), blocking (O_NONBLOCK) or taking a terminal (O_NOCTTY), judged by that fd,
+  and only a regular file is then leased, right before the unlink; the kernel refuses the
+  lease when any other process has the file open or mapped (IN_USE). The lease is held
+  across the unlink, so an open by another process in between waits and then finds the
+  name gone. A name that cannot be opened so (a symlink, a socket) is judged by lstat and
+  never leased. A directory holding a BSD lock is not entered (LOCKED), nor below it.
+
+Judging by the opened fd replaced an lstat before the open (a system call per file less).
+That lstat kept a non-regular file swapped in after the caller's scan from being opened;
+now it is opened, refused (SWAPPED, or SPECIAL without an identity) and closed, never
+leased (a refused lease turns the probe off) nor unlinked. The open can do no more than
+the old lstat-to-open window allowed: a FIFO opens without blocking, a socket refuses, no
+terminal is acquired, and only root makes device nodes (test_deleter: swapped specials).
 
 Known limits: without /proc the mount-id check is skipped and only st_dev is compared.
 Linux has no unlink-by-fd and no way to hold a rename off, so one window stays open: a
@@ -41,8 +50,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
-from typing import TypeAlias, TypeVar
+from typing import NamedTuple, TypeAlias, TypeVar
 
 from tempwatch.age import AgeCheck
 from tempwatch.descent import (
@@ -51,10 +59,12 @@ from tempwatch.descent import (
     Moved,
     Outcome,
     Refused,
+    judge,
     lstat_at,
     reason,
     refusal,
     same_file,
+    split_below,
 )
 from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, has_entries
 from tempwatch.inuse import InUse, LeaseProbe, is_dir_locked
@@ -82,9 +92,13 @@ _T = TypeVar("_T")
 _RETRY = (Outcome.VANISHED, Outcome.SWAPPED)
 
 
-@dataclass(frozen=True, slots=True)
-class FileId:
-    """Identity of the file that was judged (for example by a scan), checked before unlinking."""
+class FileId(NamedTuple):
+    """Identity of the file that was judged (for example by a scan), checked before unlinking.
+
+    FileId, DeleteResult and the policy's Decision are named tuples, not frozen dataclasses:
+    a clean makes one of each per file, and a frozen dataclass costs about four times as
+    much to build (its __init__ sets each field through object.__setattr__).
+    """
 
     dev: int
     ino: int
@@ -96,8 +110,7 @@ DeleteItem: TypeAlias = (
 """(path, expected identity) or (path, expected identity, age check) for `delete_many`."""
 
 
-@dataclass(frozen=True, slots=True)
-class DeleteResult:
+class DeleteResult(NamedTuple):
     """The outcome for one path; `size_bytes` is st_size from the last lstat before the unlink.
 
     `last_used_at` is set with TOO_RECENT: the file's last use per the deleter's lstat.
@@ -121,6 +134,14 @@ class _UsedSince(Refused):
     def __init__(self, last_used_at: float) -> None:
         super().__init__(Outcome.TOO_RECENT)
         self.last_used_at = last_used_at
+
+
+def _check_use(judged: os.stat_result, check: AgeCheck | None) -> None:
+    # Age by last use from the stat just taken: no extra system call per file.
+    if check is not None:
+        used = check.used_since(judged)
+        if used is not None:
+            raise _UsedSince(used)
 
 
 class Deleter:
@@ -205,7 +226,7 @@ class Deleter:
             for item in items:
                 path, expected = item[0], item[1]
                 check = item[2] if len(item) == 3 else None
-                abs_path, rel = self._split(path)
+                abs_path, rel = split_below(self._prefix, path)
                 if rel is None:
                     yield DeleteResult(abs_path, Outcome.OUTSIDE)
                     continue
@@ -231,7 +252,7 @@ class Deleter:
 
         Emptiness is left to rmdir itself (atomic); in a dry run the directory is listed.
         """
-        abs_path, rel = self._split(path)
+        abs_path, rel = split_below(self._prefix, path)
         if rel is None:
             return DeleteResult(abs_path, Outcome.OUTSIDE)
         try:
@@ -281,57 +302,21 @@ class Deleter:
             return DeleteResult(abs_path, Outcome.FAILED, error=reason(e))
         return DeleteResult(abs_path, Outcome.DELETED, size_bytes=size_bytes)
 
-    def _split(self, path: PathArg) -> tuple[str, str | None]:
-        """Absolute path and its part below base_dir, or None if not strictly below."""
-        if isinstance(path, str) and path.startswith(self._prefix):
-            rest = path[len(self._prefix) :]
-            # Already absolute and below base_dir; with no "." component nor empty one it is
-            # also normalised, which is what the callers' paths (from scans, events) are.
-            if rest and "//" not in rest and "/." not in rest and not rest.startswith("."):
-                if not rest.endswith("/"):
-                    return path, rest
-        # fsdecode uses surrogateescape, so non-UTF-8 names round-trip to the same bytes.
-        abs_path = os.path.abspath(os.fsdecode(path))
-        if abs_path.startswith("//"):
-            # POSIX lets "//" mean something else; on Linux it is "/", so compare it as such.
-            abs_path = "/" + abs_path.lstrip("/")
-        # abspath has already collapsed "..", so a lexical prefix test cannot be escaped.
-        if not abs_path.startswith(self._prefix) or len(abs_path) == len(self._prefix):
-            return abs_path, None
-        return abs_path, abs_path[len(self._prefix) :]
-
-    def _judge(
-        self,
-        base: Base,
-        dir_fd: int,
-        name: str,
-        kinds: tuple[int, ...],
-        expected: FileId | None = None,
-    ) -> os.stat_result:
-        """lstat the name and decide whether it may go; raise Refused if not."""
-        st = lstat_at(name, dir_fd)
-        # Identity first: a different file in the name's place is a swap, whatever its type.
-        if expected is not None and (st.st_dev, st.st_ino) != (expected.dev, expected.ino):
-            raise Refused(Outcome.SWAPPED)
-        if stat.S_IFMT(st.st_mode) not in kinds:
-            raise Refused(Outcome.SPECIAL)
-        if st.st_dev != base.dev:
-            raise Refused(Outcome.OTHER_FS)
-        if self.owner_uid is not None and st.st_uid != self.owner_uid:
-            raise Refused(Outcome.NOT_OWNER)
-        return st
-
     def _unlink_file(
         self, cursor: Cursor, name: str, arg: tuple[FileId | None, AgeCheck | None]
     ) -> int:
         expected, check = arg
+        lease = self._lease
+        if lease is not None and lease.unavailable is None and not self.secure_delete:
+            try:
+                fd = lease.open(name, cursor.fd)
+            except OSError:
+                pass  # a symlink (ELOOP), a socket, gone, denied: judged by its lstat below
+            else:
+                return self._unlink_opened(cursor, name, fd, expected, check)
         base, dir_fd = cursor.base, cursor.fd
-        judged = self._judge(base, dir_fd, name, _FILE_TYPES, expected)
-        if check is not None:
-            # Age by last use from the lstat just taken: no extra system call per file.
-            used = check.used_since(judged)
-            if used is not None:
-                raise _UsedSince(used)
+        judged = judge(lstat_at(name, dir_fd), base, _FILE_TYPES, expected, self.owner_uid)
+        _check_use(judged, check)
         final = judged
         if (
             self.secure_delete
@@ -348,53 +333,81 @@ class Deleter:
                 raise Refused(Outcome.SWAPPED)
         lease_fd = self._take_lease(name, dir_fd, final)
         try:
-            # Last check, also in a dry run so that it reports what a real run would do. It
-            # comes last so that nothing separates it from the unlinkat: a directory moved
-            # out of base_dir is the graver race. Inherent window: Linux cannot unlink by fd,
-            # so a file renamed onto this name since the lstat (a few system calls ago) would
-            # still be removed; whoever can rename inside this directory could unlink that
-            # name anyway.
-            if not cursor.is_below_base():
-                raise Moved
-            if self.dry_run:
-                return final.st_size
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except OSError as e:
-                raise refusal(e, swap_errnos=(errno.EISDIR,)) from e
+            return self._unlink_name(cursor, name, final)
         finally:
             if lease_fd is not None:
                 os.close(lease_fd)  # drops the lease; an opener waiting on it goes on
+
+    def _unlink_opened(
+        self, cursor: Cursor, name: str, fd: int, expected: FileId | None, check: AgeCheck | None
+    ) -> int:
+        """Judge the file by the fd it was opened as (the file itself, where an lstat is only
+        what the name referred to a moment before), lease it and unlink its name."""
+        try:
+            judged = judge(os.fstat(fd), cursor.base, _FILE_TYPES, expected, self.owner_uid)
+            _check_use(judged, check)
+            # Only a regular file gets here (judge refuses the rest): a lease asked of
+            # anything else would be refused and turn the probe off.
+            try:
+                if self._lease is not None:
+                    self._lease.hold(fd)  # False: no leases here from now on, sweep only
+            except InUse:
+                raise Refused(Outcome.IN_USE) from None
+            return self._unlink_name(cursor, name, judged)
+        finally:
+            os.close(fd)  # drops the lease; an opener waiting on it goes on
+
+    def _unlink_name(self, cursor: Cursor, name: str, final: os.stat_result) -> int:
+        # Last check, also in a dry run so that it reports what a real run would do. It
+        # comes last so that nothing separates it from the unlinkat: a directory moved
+        # out of base_dir is the graver race. Inherent window: Linux cannot unlink by fd,
+        # so a file renamed onto this name since the judging stat (a few system calls ago)
+        # would still be removed; whoever can rename inside this directory could unlink that
+        # name anyway.
+        if not cursor.is_below_base():
+            raise Moved
+        if self.dry_run:
+            return final.st_size
+        try:
+            os.unlink(name, dir_fd=cursor.fd)
+        except OSError as e:
+            raise refusal(e, swap_errnos=(errno.EISDIR,)) from e
         return final.st_size
 
     def _take_lease(self, name: str, dir_fd: int, judged: os.stat_result) -> int | None:
         """An fd holding a write lease on the judged regular file, or None without leases."""
-        if self._lease is None or not stat.S_ISREG(judged.st_mode):
+        lease = self._lease
+        if lease is None or lease.unavailable is not None or not stat.S_ISREG(judged.st_mode):
             return None
         try:
-            fd = self._lease.acquire(name, dir_fd)
-        except InUse:
-            raise Refused(Outcome.IN_USE) from None
+            fd = lease.open(name, dir_fd)
         except OSError as e:
             raise refusal(e, swap_errnos=(errno.ELOOP, errno.ENXIO, errno.EISDIR)) from e
-        if fd is None:
-            return None
         try:
             st = os.fstat(fd)
+            # Checked before the lease: a FIFO swapped in would have it refused, probe off.
+            if not same_file(st, judged) or not stat.S_ISREG(st.st_mode):
+                raise Refused(Outcome.SWAPPED)
+            if lease.hold(fd):
+                return fd
+        except InUse:
+            os.close(fd)
+            raise Refused(Outcome.IN_USE) from None
         except OSError as e:
             os.close(fd)
             raise refusal(e) from e
-        if not same_file(st, judged) or not stat.S_ISREG(st.st_mode):
+        except BaseException:
             os.close(fd)
-            raise Refused(Outcome.SWAPPED)
-        return fd
+            raise
+        os.close(fd)
+        return None
 
     def _overwrite(self, base: Base, dir_fd: int, name: str, judged: os.stat_result) -> None:
         zero_judged_file(base, dir_fd, name, judged)  # a method: tests race a swap around it
 
     def _rmdir(self, cursor: Cursor, name: str, newest_mtime: float) -> int:
         base, dir_fd = cursor.base, cursor.fd
-        judged = self._judge(base, dir_fd, name, (stat.S_IFDIR,))
+        judged = judge(lstat_at(name, dir_fd), base, (stat.S_IFDIR,), None, self.owner_uid)
         try:
             fd = os.open(name, DIR_OPEN_FLAGS, dir_fd=dir_fd)
         except OSError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from enum import Enum
 
 from tempwatch.dirfd import DIR_OPEN_FLAGS, DirIdentity, fd_mount_id, stat_ancestor, up_path
@@ -22,10 +23,12 @@ __all__ = [
     "Outcome",
     "Refused",
     "enter_dir",
+    "judge",
     "lstat_at",
     "reason",
     "refusal",
     "same_file",
+    "split_below",
 ]
 
 
@@ -78,6 +81,52 @@ def lstat_at(name: str, dir_fd: int) -> os.stat_result:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError as e:
         raise refusal(e) from e
+
+
+def judge(
+    st: os.stat_result,
+    base: Base,
+    kinds: tuple[int, ...],
+    expected: tuple[int, int] | None,
+    owner_uid: int | None,
+) -> os.stat_result:
+    """Whether the file `st` describes may go; raise Refused if not.
+
+    `expected` is the (st_dev, st_ino) the caller judged before, if any.
+    """
+    # Identity first: a different file in the name's place is a swap, whatever its type.
+    if expected is not None and (st.st_dev, st.st_ino) != expected:
+        raise Refused(Outcome.SWAPPED)
+    if stat.S_IFMT(st.st_mode) not in kinds:
+        raise Refused(Outcome.SPECIAL)
+    if st.st_dev != base.dev:
+        raise Refused(Outcome.OTHER_FS)
+    if owner_uid is not None and st.st_uid != owner_uid:
+        raise Refused(Outcome.NOT_OWNER)
+    return st
+
+
+def split_below(
+    prefix: str, path: str | bytes | os.PathLike[str] | os.PathLike[bytes]
+) -> tuple[str, str | None]:
+    """Absolute path and its part below `prefix` (base_dir and a slash), or None if not
+    strictly below."""
+    if isinstance(path, str) and path.startswith(prefix):
+        rest = path[len(prefix) :]
+        # Already absolute and below base_dir; with no "." component nor empty one it is
+        # also normalised, which is what the callers' paths (from scans, events) are.
+        if rest and "//" not in rest and "/." not in rest and not rest.startswith("."):
+            if not rest.endswith("/"):
+                return path, rest
+    # fsdecode uses surrogateescape, so non-UTF-8 names round-trip to the same bytes.
+    abs_path = os.path.abspath(os.fsdecode(path))
+    if abs_path.startswith("//"):
+        # POSIX lets "//" mean something else; on Linux it is "/", so compare it as such.
+        abs_path = "/" + abs_path.lstrip("/")
+    # abspath has already collapsed "..", so a lexical prefix test cannot be escaped.
+    if not abs_path.startswith(prefix) or len(abs_path) == len(prefix):
+        return abs_path, None
+    return abs_path, abs_path[len(prefix) :]
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:

@@ -92,21 +92,36 @@ class LeaseProbe:
         """
         if self.unavailable is not None:
             return None
-        fd = self._open(name, dir_fd)
+        fd = self.open(name, dir_fd)
         try:
-            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in _IN_USE_ERRNOS:
-                raise InUse from e
-            self.unavailable = f"leases refused here ({os.strerror(e.errno or 0)})"
-            return None
+            held = self.hold(fd)
         except BaseException:
             os.close(fd)
             raise
+        if not held:
+            os.close(fd)
+            return None
         return fd
 
-    def _open(self, name: str, dir_fd: int) -> int:
+    def hold(self, fd: int) -> bool:
+        """Take the write lease on the open regular file `fd`: True when held, False when
+        leases are refused here (for this probe from now on); InUse when open elsewhere.
+
+        Ask it of a regular file only: the kernel refuses a lease on anything else, which
+        would turn the probe off for every later file.
+        """
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        except OSError as e:
+            if e.errno in _IN_USE_ERRNOS:
+                raise InUse from e
+            self.unavailable = f"leases refused here ({os.strerror(e.errno or 0)})"
+            return False
+        return True
+
+    def open(self, name: str, dir_fd: int) -> int:
+        """Open `name` below `dir_fd` as the probe does (never following a link, never
+        blocking, without touching its access time where permitted); OSError as open."""
         try:
             return os.open(name, self._flags, dir_fd=dir_fd)
         except PermissionError:

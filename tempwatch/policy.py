@@ -12,6 +12,7 @@ import math
 from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from tempwatch.age import AgeBy, AgeCheck
 from tempwatch.registry import Entry
@@ -80,9 +81,11 @@ class Limits:
         return math.floor(self.max_total_size_bytes * self.low_watermark)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One file the policy chose, or would have chosen but for it being open."""
+class Decision(NamedTuple):
+    """One file the policy chose, or would have chosen but for it being open.
+
+    A named tuple: a pass makes one per file (see `tempwatch.deleter.FileId`).
+    """
 
     path: str
     reason: Reason

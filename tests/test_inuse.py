@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,7 +24,7 @@ from support import child_process, hold_open, wait_for
 
 from tempwatch.cleaner import PassReport, log_pinned
 from tempwatch.config import CleanupConfig, Config, WatchConfig
-from tempwatch.deleter import Deleter, Outcome
+from tempwatch.deleter import Deleter, FileId, Outcome
 from tempwatch.inuse import LeaseProbe
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, sweep_open_files
 from tempwatch.policy import Limits
@@ -142,6 +144,61 @@ def test_a_file_open_in_another_process_is_kept_without_any_sweep(base: Path) ->
     with hold_open(target, "w"):
         assert Deleter(base).delete(target).outcome is Outcome.IN_USE
     assert Deleter(base).delete(target).ok
+
+
+def _swap_in(path: Path, kind: str) -> None:
+    """Put a non-regular file where a regular one was judged, as an attacker racing a pass.
+
+    Made beside it and renamed over it, so that it cannot reuse the judged inode number."""
+    made = path.with_name(path.name + ".new")
+    if kind == "fifo":
+        os.mkfifo(made)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(made))
+    elif kind == "device":
+        if not is_root:
+            pytest.skip("mknod of a device node needs root")
+        os.mknod(made, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    else:
+        made.mkdir()
+    path.unlink()
+    os.rename(made, path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "device", "directory"])
+@pytest.mark.parametrize("judged", [True, False], ids=["with-identity", "without"])
+def test_a_special_file_swapped_in_is_refused_and_the_lease_stays_on(
+    base: Path, kind: str, judged: bool
+) -> None:
+    # The deleter judges a file by the fd it opens: the one extra thing it does to a special
+    # file swapped in after the scan is open it (without blocking) and close it. It must not
+    # be deleted, nor leased (a refused lease would turn the probe off for every later file).
+    target = _old(base / "f")
+    expected = FileId(*(lambda st: (st.st_dev, st.st_ino))(os.lstat(target)))
+    deleter = Deleter(base)
+    _swap_in(target, kind)
+    result = deleter.delete(target, expected if judged else None)
+    assert result.outcome is (Outcome.SWAPPED if judged else Outcome.SPECIAL)
+    assert os.path.lexists(target) and not target.is_file()
+    assert deleter.lease_unavailable is None
+    held = _old(base / "held")
+    with hold_open(held, "r"):
+        assert deleter.delete(held).outcome is Outcome.IN_USE  # the lease still decides
+    assert deleter.delete(held).ok
+
+
+def test_a_symlink_in_a_files_place_is_judged_by_lstat_and_removed_as_a_link(
+    base: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside-target"
+    outside.write_text("keep")
+    link = base / "link"
+    link.symlink_to(outside)
+    deleter = Deleter(base)
+    assert deleter.delete(link).ok
+    assert not os.path.lexists(link) and outside.read_text() == "keep"
+    assert deleter.lease_unavailable is None
 
 
 def test_an_o_path_holder_is_not_seen_by_the_lease_but_by_the_sweep(base: Path) -> None:
