@@ -146,8 +146,12 @@ def execute_plan(
     for decision in plan.skipped_open:
         _skipped(decision, "open", report, listener, names, reported)
     if open_paths is not None and chosen:
-        chosen = [d for d in plan.deletions if d.path not in open_paths]
-        for decision in (d for d in plan.deletions if d.path in open_paths):
+        kept: list[Decision] = []
+        now_open: list[Decision] = []
+        for decision in plan.deletions:  # one lookup per file: this runs for every file
+            (now_open if decision.path in open_paths else kept).append(decision)
+        chosen = kept
+        for decision in now_open:
             _skipped(decision, "open", report, listener, names, reported)
     if not chosen:
         return report
@@ -301,14 +305,16 @@ def _record(
             decision.path, decision.ino, result.size_bytes, decision.reason.value
         ):
             level = "DEBUG"  # a dry run already said so, of this very file and verdict
-        # Through the fast lane: formatted once, straight to the CLI's JSON sinks.
-        loglane.log(
-            level,
-            "{verb} {path} ({reason}, age {age_seconds:.0f}s, {size_bytes} bytes)",
-            verb="would delete" if dry_run else "deleted",
-            # A dry run's line must not count as a deletion: `select(.event == "deleted")`.
-            **_fields(decision, "would-delete" if dry_run else "deleted", result.size_bytes),
-        )
+        # Through the fast lane: formatted once, straight to the CLI's JSON sinks; not even
+        # built when no sink would write it (`clean` prints its own line per file).
+        if loglane.is_heard(level):
+            loglane.log(
+                level,
+                "{verb} {path} ({reason}, age {age_seconds:.0f}s, {size_bytes} bytes)",
+                verb="would delete" if dry_run else "deleted",
+                # A dry run's line must not count as a deletion: `select(.event == "deleted")`.
+                **_fields(decision, "would-delete" if dry_run else "deleted", result.size_bytes),
+            )
         if listener is not None:
             listener.on_deleted(decision, result)
     elif outcome is Outcome.VANISHED:

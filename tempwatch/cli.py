@@ -192,13 +192,24 @@ class _Printer:
         self._progress = progress
         self._out = out if out is not None else sys.stdout
         self._pending: list[str] = []
+        self._ages: dict[int, str] = {}
         self._done = 0
         self._shown_at = 0.0
 
     def on_deleted(self, decision: Decision, result: DeleteResult) -> None:
+        seconds = decision.age_seconds
+        if seconds >= 10:  # shown in whole seconds: files of a pass share a few ages
+            whole = round(seconds)
+            age = self._ages.get(whole)
+            if age is None:
+                if len(self._ages) > 4096:
+                    self._ages.clear()
+                age = self._ages[whole] = format_age(whole)
+        else:
+            age = format_age(seconds)
         self._pending.append(
             f"{self._verb} {decision.path!r} ({decision.reason.value}, "
-            f"age {format_age(decision.age_seconds)}, {format_size(result.size_bytes)})\n"
+            f"age {age}, {format_size(result.size_bytes)})\n"
         )
         self._done += 1
         if len(self._pending) >= self._BLOCK_LINES:

@@ -7,6 +7,8 @@ JSON sinks `configure_logging` installed, `log` builds the line itself, once, an
 to each sink whose level admits it: the same line, field for field, that loguru would have
 written. In every other case (text format, a sink someone else added, the library without
 sinks) it is an ordinary `logger.log` call, so whoever listens to loguru hears every line.
+`is_heard` tells a caller, before it builds a record's fields, that no sink would take it:
+only while the sinks `configure_logging` installed (JSON or text) are the only ones.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from tempwatch.lazylog import logger
 from tempwatch.logsinks import LineBatcher
 
-__all__ = ["install", "json_line", "log", "uninstall"]
+__all__ = ["install", "is_heard", "json_line", "log", "uninstall"]
 
 _LEVELS = {
     "TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50,
@@ -43,21 +45,46 @@ def json_line(time: str, level: str, message: str, extra: Mapping[str, object]) 
 
 
 class _Lane:
-    __slots__ = ("_core", "_handler_ids", "_sinks")
+    __slots__ = ("_core", "_floor", "_handler_ids", "_json", "_seen", "_sinks")
 
-    def __init__(self, sinks: Sequence[tuple[int, LineBatcher]], handler_ids: Collection[int]):
+    def __init__(
+        self,
+        sinks: Sequence[tuple[int, LineBatcher]],
+        handler_ids: Collection[int],
+        *,
+        writes_json: bool,
+    ) -> None:
         self._sinks = tuple(sinks)
         self._handler_ids = frozenset(handler_ids)
+        self._json = writes_json
+        self._floor = min((levelno for levelno, _ in self._sinks), default=0)
         # Asked once: the root logger's core lives as long as the process, and asking the
         # lazy logger for it on every line would cost a call.
         self._core = getattr(logger, "_core", None)
+        self._seen: object = None
 
     def is_sole(self) -> bool:
         """Whether loguru's sinks are still exactly these (none added, none removed)."""
         handlers = getattr(self._core, "handlers", None)
-        if not isinstance(handlers, dict) or handlers.keys() != self._handler_ids:
-            return False
-        return not any(sink.is_stopped for _, sink in self._sinks)
+        # loguru replaces its handler dict on every add and remove: one seen to hold exactly
+        # ours need not be compared again (asked once per line of a burst).
+        if handlers is not self._seen:
+            if not isinstance(handlers, dict) or handlers.keys() != self._handler_ids:
+                return False
+            self._seen = handlers
+        for _, sink in self._sinks:
+            if sink.is_stopped:
+                return False
+        return True
+
+    @property
+    def writes_json(self) -> bool:
+        return self._json
+
+    def is_heard(self, levelno: int) -> bool:
+        if levelno >= self._floor:
+            return True
+        return not self.is_sole()
 
     def emit(self, level: str, template: str, fields: dict[str, object]) -> None:
         levelno = _LEVELS[level]
@@ -92,11 +119,25 @@ def _local_now() -> dt.datetime:
 _lane: _Lane | None = None
 
 
-def install(sinks: Sequence[tuple[int, LineBatcher]], handler_ids: Collection[int]) -> None:
+def install(
+    sinks: Sequence[tuple[int, LineBatcher]],
+    handler_ids: Collection[int],
+    *,
+    writes_json: bool = True,
+) -> None:
     """Use the lane while loguru's handlers are exactly `handler_ids`, writing JSON lines
-    to `sinks` (each with its level number)."""
+    to `sinks` (each with its level number). With `writes_json` False the sinks format text
+    through loguru: the lane then only tells which levels no sink would write."""
     global _lane
-    _lane = _Lane(sinks, handler_ids)
+    _lane = _Lane(sinks, handler_ids, writes_json=writes_json)
+
+
+def is_heard(level: str) -> bool:
+    """Whether a record at `level` may reach a sink: False only when the installed sinks are
+    the only ones and all are above it, so a caller can skip building its fields (`clean`
+    writes its own line per file and keeps the terminal log to warnings)."""
+    lane = _lane
+    return lane is None or lane.is_heard(_LEVELS[level])
 
 
 def uninstall() -> None:
@@ -112,7 +153,7 @@ def log(level: str, template: str, **fields: object) -> None:
     loguru are.
     """
     lane = _lane
-    if lane is None or not lane.is_sole():
+    if lane is None or not lane.writes_json or not lane.is_sole():
         logger.log(level, template, **fields)
         return
     lane.emit(level, template, fields)

@@ -102,8 +102,7 @@ def configure_logging(
             )
         )
         lane.append((logger.level(config.level).no, file_sink))
-    if json_lines:
-        loglane.install(lane, ids)
+    loglane.install(lane, ids, writes_json=json_lines)
     route_stdlib_logging()
 
 
