@@ -211,3 +211,38 @@ def test_a_sink_added_after_the_cli_hears_every_deletion_line(
     ]
     deleted = [r["path"] for r in _records(json_log[0]) if r["event"] == "deleted"]
     assert deleted == paths
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_record_below_every_sink_is_not_built_until_another_sink_is_added(
+    tmp_path: Path, fmt: str
+) -> None:
+    # `clean` keeps the terminal to warnings and prints its own line per file: the deletion
+    # record need not be built then, but a sink added later (a library user's) hears it.
+    stream_file = tmp_path / "stderr.log"
+    heard: list[str] = []
+    with open(stream_file, "w", encoding="utf-8") as stream:
+        logsetup.configure_logging(LogConfig(format=fmt), stream=stream, stream_level="WARNING")
+        try:
+            assert not loglane.is_heard("INFO") and loglane.is_heard("WARNING")
+            extra = logger.add(heard.append, level="INFO", format="{message}")
+            assert loglane.is_heard("INFO")
+            logger.remove(extra)
+            assert not loglane.is_heard("INFO")
+        finally:
+            logger.remove()
+            logger.disable("tempwatch")
+    assert loglane.is_heard("INFO")  # the CLI's sinks gone: loguru decides again
+
+
+def test_with_a_log_file_at_info_every_deletion_is_heard(tmp_path: Path) -> None:
+    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stream:
+        logsetup.configure_logging(
+            LogConfig(format="text", file=tmp_path / "t.log"), stream=stream,
+            stream_level="WARNING",
+        )
+        try:
+            assert loglane.is_heard("INFO") and not loglane.is_heard("DEBUG")
+        finally:
+            logger.remove()
+            logger.disable("tempwatch")
