@@ -109,9 +109,10 @@ def _parse_rules(raw: object, label: str, origin: Origin) -> tuple[Rule, ...]:
     return parse_rules(raw, f"{label}.rule", origin)
 
 
-def parse_rules(raw: object, label: str, origin: Origin) -> tuple[Rule, ...]:
+def parse_rules(raw: object, label: str, origin: Origin | None = None) -> tuple[Rule, ...]:
     """Rule tables, as `[[directory.rule]]` and the library's `rules=` give them, checked
     into Rules; a ConfigError names `label[n]` (counted from 1) and the key."""
+    origin = origin if origin is not None else Origin(Path.cwd())
     if not isinstance(raw, list | tuple) or not all(isinstance(rule, Mapping) for rule in raw):
         raise invalid(label, 'a list of rule tables like {"match": "*.pid", "keep": true}', raw)
     return tuple(

@@ -14,7 +14,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,6 @@ from tempwatch.age import (
     stat_last_used_at,
 )
 from tempwatch.basedir import check_base_dir
-from tempwatch.configkeys import Origin
 from tempwatch.deleter import Deleter
 from tempwatch.directories import parse_rules
 from tempwatch.errors import ConfigError
@@ -149,7 +147,7 @@ class TempFileManager:
         resolved = check_base_dir(
             base_dir, "base_dir", allow_system_dir=allow_system_dir, opt_in="allow_system_dir=True"
         )
-        self.rules: tuple[Rule, ...] = parse_rules(rules, "rules", Origin(Path.cwd()))
+        self.rules: tuple[Rule, ...] = parse_rules(rules, "rules")
         ensure_base_dir(str(resolved))
         self.base_dir = resolved
         self._rules = RuleSet(
