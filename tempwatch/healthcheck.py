@@ -52,9 +52,11 @@ def ask_each(base_dirs: Sequence[str], *, timeout_seconds: float) -> list[Answer
 
     def ask(base_dir: str) -> Answer:
         try:
-            return Answer(base_dir, ask_health(base_dir, timeout_seconds=timeout_seconds))
+            body = ask_health(base_dir, timeout_seconds=timeout_seconds)
         except ServiceUnreachable as e:
             return Answer(base_dir, None, str(e))
+        body.pop("config_toml", None)  # for `status` to judge with; /healthz has none
+        return Answer(base_dir, body)
 
     if len(base_dirs) == 1:
         return [ask(base_dirs[0])]

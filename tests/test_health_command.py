@@ -113,6 +113,7 @@ def test_health_asks_the_running_service_whatever_the_metrics(
         done = health_command(config, "--json")
         body = json.loads(done.stdout)
         assert body["status"] in ("healthy", "degraded") and body["active_files"] == 1
+        assert "config_toml" not in body, "the /healthz body, nothing more"
         assert body["base_dir"] == str(base)
         text = health_command(config)
         assert text.stdout.startswith(f"{body['status']}:") and text.stderr == ""

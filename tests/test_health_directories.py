@@ -172,6 +172,7 @@ def test_health_asks_every_directory_and_fails_when_one_does_not_answer(
         assert body["status"] in ("healthy", "degraded")
         assert set(body["directories"]) == {str(a), str(b)}
         assert body["directories"][str(a)]["active_files"] == 1
+        assert "config_toml" not in body["directories"][str(a)], "the /healthz body's keys"
         alone = _health(config, "--base-dir", str(b))
         assert alone.returncode == 0 and alone.stdout.splitlines() == [lines[1]]
 
