@@ -43,7 +43,7 @@ from test_ops_e2e import REPO, Child
 from tempwatch import TempFileManager
 from tempwatch.configload import CONFIG_PATH_ENV, ENV_VARS
 
-MAX_AGE_SECONDS = 15.0
+MAX_AGE_SECONDS = 20.0  # the four judgments must fit in it, on a loaded machine too
 TWO_DAYS = 2 * 86400.0
 LINK_TARGET = "nowhere-" + "x" * 24  # 32 bytes: a symlink's size is its target's length
 
@@ -107,6 +107,7 @@ def _at(iso_time: object) -> datetime:
     return datetime.fromisoformat(str(iso_time))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_run_clean_status_and_the_library_agree_on_which_files_go(tmp_path: Path) -> None:
     base = tmp_path.resolve() / "base"
