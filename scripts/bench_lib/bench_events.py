@@ -7,17 +7,20 @@ the machine's load hits them all alike.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 
 from bench_lib.child import scandir_lstat
 from bench_lib.context import Context, median_of
+from bench_lib.native import compile_creator, create_paced_native
 from bench_lib.procs import BenchChild
 from bench_lib.report import BenchResult, Figure, Goal, Series
-from bench_lib.trees import create_burst, create_paced, make_tree, remove_tree
+from bench_lib.trees import PacedRun, create_burst, create_paced, make_tree, remove_tree
 
 __all__ = ["bench_burst", "bench_idle", "bench_registration"]
 
@@ -32,11 +35,16 @@ _READER_LABELS = {
 # -- 1. sustained registration ------------------------------------------------------------
 
 
-def _registration_step(ctx: Context, kind: str, rate: int, seconds: float) -> dict[str, Any]:
+Creator = Callable[[str, float, float], PacedRun]
+
+
+def _registration_step(
+    ctx: Context, kind: str, rate: int, seconds: float, creator: Creator
+) -> dict[str, Any]:
     directory = ctx.fresh_dir(f"reg-{kind}-{rate}")
     try:
         with BenchChild("reader", {"kind": kind, "dir": directory}) as child:
-            paced = create_paced(directory, rate, seconds)
+            paced = creator(directory, rate, seconds)
             # A reader may lag, but it must catch up soon after the creator stops.
             answer = child.request(
                 {"cmd": "wait_count", "n": paced.created, "timeout": max(2.0, seconds)},
@@ -61,12 +69,23 @@ def _registration_step(ctx: Context, kind: str, rate: int, seconds: float) -> di
 
 def bench_registration(ctx: Context) -> BenchResult:
     """Highest create rate each reader follows with zero loss and no rescan."""
-    rates = (2000, 5000) if ctx.quick else (5000, 10000, 20000, 40000, 80000)
+    binary, why_not = compile_creator(ctx.workdir)
+    creator: Creator = create_paced
+    rates: tuple[int, ...] = (2000, 5000) if ctx.quick else (5000, 10000, 20000, 40000, 80000)
+    if binary is not None:
+        creator = functools.partial(create_paced_native, binary)
+        if not ctx.quick:
+            rates = (10000, 20000, 40000, 80000, 120000, 160000, 240000, 320000)
     seconds = ctx.seconds(5.0, 0.5)
     result = BenchResult(
         "1",
         "Sustained registration",
-        {"rates_per_second": list(rates), "seconds_per_rate": seconds, "fs": "tmpfs"},
+        {
+            "rates_per_second": list(rates),
+            "seconds_per_rate": seconds,
+            "fs": "tmpfs",
+            "creator": "C (creator.c)" if binary is not None else "Python",
+        },
     )
     best: dict[str, list[float]] = {kind: [] for kind in _READERS}
     steps: dict[str, list[list[dict[str, Any]]]] = {kind: [] for kind in _READERS}
@@ -75,7 +94,7 @@ def bench_registration(ctx: Context) -> BenchResult:
             passed = 0.0
             run_steps: list[dict[str, Any]] = []
             for rate in rates:
-                step = _registration_step(ctx, kind, rate, seconds)
+                step = _registration_step(ctx, kind, rate, seconds, creator)
                 run_steps.append(step)
                 ctx.log(f"1 run {run + 1} {kind} {rate}/s: {step}")
                 if not step["ok"]:
@@ -95,8 +114,8 @@ def bench_registration(ctx: Context) -> BenchResult:
     ratio = figure.ratio(figure.peers[1])
     result.goals.append(
         Goal(
-            "tempwatch ≥ 0.6 × raw inotify ceiling",
-            None if ratio is None else ratio >= 0.6,
+            "tempwatch ≥ 0.9 × raw inotify ceiling",
+            None if ratio is None else ratio >= 0.9,
             "ratio " + ("n/a" if ratio is None else f"{ratio:.2f}"),
         )
     )
@@ -104,6 +123,11 @@ def bench_registration(ctx: Context) -> BenchResult:
     if any(s and s[-1]["ok"] and s[-1]["rate"] == top for s in steps["tempwatch"]):
         result.notes.append(
             f"tempwatch passed the highest rate tried ({top}/s): its ceiling is at least that."
+        )
+    if binary is None:
+        result.notes.append(
+            f"The creator is a Python loop ({why_not}): above about 60k/s it, not the "
+            "readers, is the limit."
         )
     result.notes.append(
         "Rate = what the creator achieved (it sleeps in 1 ms ticks); a reader passes a step "
