@@ -339,9 +339,10 @@ class Service:
         self._rescanner.wake()
         changes = changed_settings(old, config)
         said = ", ".join(f"{key} {a} -> {b}" for key, (a, b) in changes.items())
-        logger.bind(event="reload", changes={k: list(v) for k, v in changes.items()}).info(
-            "configuration reloaded: {}", said or "nothing changed"
-        )
+        logger.bind(
+            event="reload", directory=self._base_dir,
+            changes={k: list(v) for k, v in changes.items()},
+        ).info("configuration reloaded for {}: {}", self._base_dir, said or "nothing changed")
 
     # -- watcher callbacks (on watchdog's threads: quick, never blocking) ---------------
 

@@ -102,8 +102,8 @@ def test_settings_are_logged_at_start_and_changes_at_reload(tmp_path: Path, base
         daemon.wait_event("reload", changes={})
         messages = [str(r["message"]) for r in daemon.records() if r.get("event") == "reload"]
         assert messages == [
-            "configuration reloaded: cleanup.max_age 1h -> 2h",
-            "configuration reloaded: nothing changed",
+            f"configuration reloaded for {base}: cleanup.max_age 1h -> 2h",
+            f"configuration reloaded for {base}: nothing changed",
         ]
 
 
