@@ -354,7 +354,7 @@ def _finish(
     report.duration_seconds = time.monotonic() - started
     if report.failed:
         log_failures(report)
-    _summarise(report, remaining)
+    _summarise(report, remaining, run.deleter.base_dir)
     if report.stopped == "time limit":
         _log_time_limit(run, registry, limits)
     if run.listener is not None:
@@ -403,7 +403,7 @@ def _log_time_limit(run: _Run, registry: Registry | None, limits: Limits) -> Non
     )
 
 
-def _summarise(report: PassReport, remaining: int) -> None:
+def _summarise(report: PassReport, remaining: int, base_dir: str) -> None:
     stopped = (
         f"; stopped early, {count(report.unfinished, 'file')} left for the next pass"
         if report.unfinished
@@ -411,6 +411,7 @@ def _summarise(report: PassReport, remaining: int) -> None:
     )
     logger.bind(
         event="pass",
+        directory=base_dir,
         deleted=len(report.deleted),
         deleted_bytes=report.deleted_bytes,
         skipped_open=len(report.skipped_open),
@@ -419,7 +420,8 @@ def _summarise(report: PassReport, remaining: int) -> None:
         unfinished=report.unfinished,
         duration_seconds=round(report.duration_seconds, 4),
     ).info(
-        "cleanup pass: {} {} ({} bytes), {} skipped as open, {}, {} left{}",
+        "cleanup pass in {}: {} {} ({} bytes), {} skipped as open, {}, {} left{}",
+        base_dir,
         "would delete" if report.dry_run else "deleted",
         count(len(report.deleted), "file"),
         report.deleted_bytes,

@@ -330,3 +330,14 @@ def test_an_eviction_plan_capped_at_a_batch_and_one_under_way() -> None:
     assert plan(15, 8, (Reason.OVER_COUNT,)) == (5, False)  # under way: to the watermark
     assert plan(15, 8, (Reason.OVER_QUOTA,)) == (0, False)  # no quota set: nothing
     assert limits.is_exceeded(21, 0) and not limits.is_exceeded(20, 10**12)
+
+
+def test_the_pass_summary_names_its_directory(base: Path, log_lines: list[str]) -> None:
+    # Several directories in one process each log a summary per pass: say whose it is.
+    registry = _files(base, 3)
+    run_pass(
+        registry, Deleter(base), Limits(max_age_seconds=HOUR), open_paths=NO_OPEN_FILES,
+        clock=_clock,
+    )  # fmt: skip
+    (summary,) = [line for line in log_lines if line.startswith("INFO pass ")]
+    assert summary.startswith(f"INFO pass cleanup pass in {base.resolve()}: deleted 3 files")
