@@ -134,3 +134,16 @@ def test_the_lazy_logger_is_loguru_s_own_after_first_use() -> None:
         print("ok")
     """)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_only_the_log_setup_imports_loguru_itself() -> None:
+    # Any other module importing it at the top would put loguru (and asyncio) back on the
+    # path of `--help` and `status`, whichever command first imported that module.
+    offenders = []
+    for module in sorted((REPO / "tempwatch").glob("*.py")):
+        if module.name in ("logsetup.py", "lazylog.py"):
+            continue
+        for line in module.read_text(encoding="utf-8").splitlines():
+            if line.startswith(("from loguru", "import loguru")):
+                offenders.append(f"{module.name}: {line}")
+    assert offenders == [], "use `from tempwatch.lazylog import logger`"
