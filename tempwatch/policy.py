@@ -156,6 +156,8 @@ def plan_pass(
     age_by = limits.age_by
     max_age = limits.max_age_seconds
     max_size = limits.max_file_size_bytes
+    # Without rules every expiry gets the same check: made once, not once per file.
+    same_check = AgeCheck(age_by, now - max_age) if age_by is not None else None
     for path, entry in entries:
         if rules is not None:
             governing = rules.governing(path)
@@ -167,11 +169,9 @@ def plan_pass(
         age = now - entry.registered_at
         reason = _reason_by_file(entry, age, max_age, max_size, path in forced)
         if reason is not None:
-            check = (
-                AgeCheck(age_by, now - max_age)
-                if age_by is not None and reason is Reason.EXPIRED
-                else None
-            )
+            check = None
+            if age_by is not None and reason is Reason.EXPIRED:
+                check = AgeCheck(age_by, now - max_age) if rules is not None else same_check
             decision = Decision(path, reason, age, entry.size_bytes, entry.ino, check)
             if path not in open_paths:
                 deletions.append(decision)
