@@ -14,6 +14,8 @@ systemd (NOTIFY_SOCKET) it reports READY=1 once the files present at start are r
 WATCHDOG=1 pings while every service thread and the observer are alive (so systemd
 restarts a service whose observer could not be revived), and STOPPING=1.
 
+The heap's free pages are given back to the system every half minute (`tempwatch.heap`).
+
 `stopped` is the last line: a thread still busy past the stop's deadline (a pass stuck in a
 system call) has its later lines dropped, the count of those dropped until then given in
 `stopped` (`late_lines_dropped`).
@@ -34,6 +36,7 @@ from contextlib import ExitStack
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from tempwatch import heap
 from tempwatch.config import Config
 from tempwatch.errors import AlreadyRunningError, ConfigError, TempwatchError
 from tempwatch.health import Health, assess_service, combine_health
@@ -109,6 +112,7 @@ def run_daemon(
     config = load_config()
     reopen_to_all_threads()
     configure_logging(config)
+    heap.tune()  # before the threads start: each would take an arena of its own
     signals = _Signals()
     signals.install()
     try:
@@ -146,9 +150,11 @@ def _serve(
         )
         notifier.ready(f"watching {watched}")
         ping_seconds = notifier.ping_interval_seconds
+        trimmer = heap.Trimmer()
         while signals.stop_signal is None:
             signals.wake.wait(ping_seconds or _IDLE_WAKE_SECONDS)
             signals.wake.clear()
+            trimmer.tick()  # free heap pages back to the system (tempwatch.heap)
             if ping_seconds is not None and service.is_working:
                 notifier.ping()  # every thread turns and the observer lives
             if signals.reload_requested and signals.stop_signal is None:
