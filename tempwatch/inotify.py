@@ -11,21 +11,18 @@ re-walks the tree once, when the queue has drained, to add the watches lost even
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import struct
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from watchdog.observers.api import BaseObserver, EventQueue, ObservedWatch
-from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
+from watchdog.observers.inotify import InotifyFullEmitter
 from watchdog.observers.inotify_c import (
     InotifyConstants,
     InotifyEvent,
@@ -35,7 +32,7 @@ from watchdog.observers.inotify_c import (
 
 from tempwatch.eventsink import Hooks, call_safely
 from tempwatch.inotifyreader import InotifyReader, ReadEvents
-from tempwatch.longpath import lstat_any, scandir_any
+from tempwatch.inotifywatches import WatchTree
 
 __all__ = ["InotifyObserver"]
 
@@ -62,7 +59,7 @@ def _is_related(a: bytes, b: bytes) -> bool:
 
 
 @dataclass
-class _WatchGroup(InotifyWatchGroup):
+class _WatchGroup(WatchTree):
     """watchdog's recursive watch, turning each read's events into registry updates at once.
 
     Runs on the emitter thread. Hands the creates and closes of files to the sink a run at
@@ -74,7 +71,6 @@ class _WatchGroup(InotifyWatchGroup):
     limit before) gain one.
     """
 
-    hooks: Hooks = field(kw_only=True)
     on_root_gone: Callable[[], None] = field(kw_only=True)
     _pending_moves: dict[int, tuple[bytes, bool]] = field(default_factory=dict, init=False)
     _rewatch_due: float | None = field(default=None, init=False)
@@ -257,23 +253,6 @@ class _WatchGroup(InotifyWatchGroup):
         if gone:
             self._remove_callbacks(gone)
 
-    def _watch_tree(self, top: bytes) -> None:
-        """Watch a new directory tree, then register what it already holds."""
-        handler = self.hooks.handler
-        stack = [top]
-        while stack:
-            directory = stack.pop()
-            self._add_callback(directory)  # first: anything created later has its own event
-            try:
-                found = scandir_any(directory)
-            except OSError:
-                continue  # gone again, or not a directory any more
-            for path, is_dir in found:
-                if is_dir:
-                    stack.append(path)
-                else:
-                    handler.created(os.fsdecode(path))
-
     def after_read(self, *, has_more: bool) -> None:
         """End of one read: settle unpaired moves and the re-walk once the queue is drained."""
         with self._lock:
@@ -306,65 +285,6 @@ class _WatchGroup(InotifyWatchGroup):
                 self._rewatch_due = time.monotonic() + _REWATCH_MAX_DELAY_SECONDS
         call_safely(self.hooks.overflow)
 
-    def _rewatch(self) -> None:
-        """Watch every directory of the tree again, keeping the watches that are right."""
-        handler = self.hooks.handler
-        by_path = self._active_callbacks_by_path
-        seen: set[WatchDescriptor] = set()
-        stack = [self.path]
-        while stack:
-            directory = stack.pop()
-            was_watched = directory in by_path
-            try:
-                self._add_callback(directory)  # the same wd if already watched
-            except OSError:
-                continue  # the root went: its IN_DELETE_SELF reports it
-            wd = by_path.get(directory, WatchDescriptor(-1))
-            if wd < 0:
-                continue
-            seen.add(wd)
-            try:
-                found = scandir_any(directory)
-            except OSError:
-                continue
-            for path, is_dir in found:
-                if is_dir:
-                    stack.append(path)
-                elif not was_watched:
-                    handler.created(os.fsdecode(path))  # created before it had a watch
-        by_watch = self._active_callbacks_by_watch
-        stale = [wd for wd in by_watch if wd not in seen]  # moved out or gone meanwhile
-        if stale:
-            self._inotify_fd.remove_callbacks([(wd, self._id) for wd in stale])
-            for wd in stale:
-                del by_watch[wd]
-        by_path.clear()
-        by_path.update((path, wd) for wd, path in by_watch.items())
-
-    def _add_callback(self, path: bytes) -> None:
-        self._forget_own_callback(path)
-        super()._add_callback(path)
-        # watchdog swallows a failure to watch anything but the root, and on EACCES even the
-        # root's (keeping wd -1). A directory that still exists yet has no watch is blind.
-        if self._active_callbacks_by_path.get(path, -1) >= 0:
-            return
-        if path == self.path:
-            raise PermissionError(errno.EACCES, "cannot watch", os.fsdecode(path))
-        with suppress(OSError):  # gone again: nothing is missed
-            if stat.S_ISDIR(lstat_any(path).st_mode):  # at any depth
-                call_safely(self.hooks.unwatched, os.fsdecode(path))
-
-    def _forget_own_callback(self, path: bytes) -> None:
-        # `mkdir -p a/b` races watchdog into watching a/b twice, and the second add's
-        # RuntimeWarning kills the reader when warnings are errors: drop ours first.
-        wd = self._active_callbacks_by_path.get(path)
-        fd = self._inotify_fd
-        if wd is None or not hasattr(fd, "_watch_for_wd"):
-            return
-        with fd._lock:
-            watch = fd._watch_for_wd.get(wd)
-            if watch is not None:
-                watch.callbacks.pop(self._id, None)
 
 
 class _Emitter(InotifyFullEmitter):
@@ -403,6 +323,20 @@ class InotifyObserver(BaseObserver):
         for group in (getattr(e, "_inotify", None) for e in self.emitters):
             if isinstance(group, _WatchGroup):
                 group.request_rewatch()
+
+    def watched_paths(self) -> set[str]:
+        """The directories watched, by name (one name per watch)."""
+        return {
+            os.fsdecode(path)
+            for group in (getattr(e, "_inotify", None) for e in self.emitters)
+            if isinstance(group, _WatchGroup)
+            for path in group.watched_paths
+        }
+
+    @property
+    def kernel_watches(self) -> int:
+        """Watches held in the kernel's inotify instance."""
+        return len(self._inotify_fd._watch_for_wd)
 
     @property
     def reader_alive(self) -> bool:

@@ -104,6 +104,14 @@ class InotifyReader(InotifyFD):
                 with suppress(OSError):
                     self._close_resources()
 
+    def _add_callback(self, path: bytes, mask: Mask, callback: Any, id_: Any) -> Any:
+        # watchdog warns when a group adds its callback to a watch that has it already (the
+        # same directory added again, under its name or another): that is no news here, and
+        # the warning killed the thread where warnings are errors.
+        watch = self._get_or_create_watch(path, mask)
+        watch.callbacks[id_] = callback
+        return watch.wd
+
     def _get_or_create_watch(self, path: bytes, mask: Mask) -> Any:
         with watchable(path, follow=not mask & _DONT_FOLLOW) as name:
             if name != path:

@@ -190,6 +190,11 @@ class Watcher:
             return False
         return all(emitter.is_alive() for emitter in observer.emitters)
 
+    def watched_dirs(self) -> set[str] | None:
+        """The directories inotify watches, by name; None when polling or not started."""
+        observer = self._observer
+        return observer.watched_paths() if isinstance(observer, InotifyObserver) else None
+
     @property
     def failure(self) -> str | None:
         """Why the observer died, when it is known (the inotify reader failed); else None."""

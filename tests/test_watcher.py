@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import pytest
 from loguru import logger
 from support import small_inotify_queue, wait_for
 
+from tempwatch.inotify import InotifyObserver
 from tempwatch.registry import Registry
 from tempwatch.watcher import Watcher
 
@@ -451,6 +453,7 @@ def test_polling_observer_create_delete_rename(base: Path) -> None:
 
 _LIMITED_CHILD = r"""
 import os, sys, time
+from tempwatch.inotify import InotifyObserver
 from tempwatch.registry import Registry
 from tempwatch.watcher import Watcher
 base, wanted = sys.argv[1], sys.argv[2]
@@ -558,3 +561,45 @@ def test_a_failed_reader_ends_says_why_and_releases_its_instance(tmp_path: Path)
     finally:
         watcher.stop()
     assert _inotify_instances() == before, "the dead reader's inotify instance leaked"
+
+
+_RENAME_AND_REMAKE = """
+import os, sys
+for top in sys.argv[1:]:
+    os.mkdir(top + "/p")
+    os.rename(top + "/p", top + "/m")
+    os.mkdir(top + "/p")
+"""
+
+
+def test_a_directory_renamed_and_made_again_at_once_is_watched_under_both_names(
+    tmp_path: Path,
+) -> None:
+    # `mkdir p; mv p m; mkdir p` done before the events are read: the watch added at the
+    # first IN_CREATE is on the second `p`, which the rename's events must not take for `m`.
+    tops = [tmp_path / f"d{i}" for i in range(100)]
+    for top in tops:
+        top.mkdir()
+    registry = Registry()
+    watcher = Watcher(str(tmp_path), registry, observer="inotify")
+    watcher.start()
+    try:
+        wait_for(lambda: watcher.watched_dirs() == {str(tmp_path), *map(str, tops)},
+                 message="the tops watched")
+        subprocess.run([sys.executable, "-c", _RENAME_AND_REMAKE, *map(str, tops)], check=True)
+        files = [top / name / "f" for top in tops for name in ("m", "p")]
+        for path in files:
+            path.write_bytes(b"")
+        wait_for(lambda: all(str(path) in registry for path in files), timeout=30,
+                 message="every file registered by its event, in m as in p")
+        watched = {str(tmp_path), *(str(top / n) for top in tops for n in ("", "m", "p"))}
+        assert watcher.watched_dirs() == {w.rstrip("/") for w in watched}
+        for top in tops:
+            shutil.rmtree(top)
+        # No name of a removed directory stays in the maps.
+        wait_for(lambda: watcher.watched_dirs() == {str(tmp_path)}, timeout=30,
+                 message="only base_dir still watched")
+        observer = watcher._observer
+        assert isinstance(observer, InotifyObserver) and observer.kernel_watches == 1
+    finally:
+        watcher.stop()
