@@ -42,7 +42,7 @@ class Hooks:
 
 
 def call_safely(hook: Callable[..., None], *args: Any) -> None:
-    # Hooks run on watchdog's inotify reader thread, which has no guard of its own.
+    # Hooks run on the inotify emitter thread: an exception there must not end it.
     try:
         hook(*args)
     except Exception:
