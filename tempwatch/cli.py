@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from tempwatch.cliargs import OVERRIDES, build_parser, override_labels
+from tempwatch.cliargs import COMMANDS, OVERRIDES, build_parser, override_labels
 from tempwatch.errors import ConfigError, TempwatchError
 from tempwatch.units import count, format_age, format_size
 
@@ -52,7 +52,12 @@ def main(argv: Sequence[str] | None = None, *, system_config: Path | None = None
     Without --config the file is $TEMPWATCH_CONFIG, else `system_config` (by default
     /etc/tempwatch/config.toml) if it exists.
     """
-    args = build_parser().parse_args(argv)  # --help exits here, before the config is imported
+    given = list(sys.argv[1:] if argv is None else argv)
+    # The command comes first (the only options before it, --help and --version, need the
+    # whole parser): then its parser alone is built.
+    named = {command.name for command in COMMANDS}
+    only = given[0] if given and given[0] in named else None
+    args = build_parser(only).parse_args(given)  # --help exits here, before the config loads
     from tempwatch.configload import SYSTEM_CONFIG_PATH, find_config_file, load_config
 
     system_config = SYSTEM_CONFIG_PATH if system_config is None else system_config

@@ -148,8 +148,13 @@ def override_labels() -> dict[str, str]:
     return {override.key: override.flag for override in OVERRIDES}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line (also read by the man page and shell completion generators)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line (also read by the man page and shell completion generators).
+
+    With `only` a command's name, that command alone: what `main` parses once it knows the
+    command, since each subcommand's parser costs its start-up (argparse asks gettext for
+    every help string of every parser it builds).
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Keeps temporary directories from leaking: watches a directory, expires\n"
@@ -160,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
+        if only is not None and command.name != only:
+            continue
         sub = commands.add_parser(
             command.name, help=command.help, description=command.description
         )

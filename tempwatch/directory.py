@@ -1,36 +1,49 @@
 """One directory's configuration turned into what acts on it, for every entry point.
 
 `run` (each directory's service), `clean`, `status` and `explain` all build their pieces
-here, so that they judge a file alike: the directory's rules and limits (the policy's
-input), its deleter, its open-file check, the pacing of its passes, and the files that
-are tempwatch's own there (never registered, never deleted).
+here, so that they judge a file alike: the directory's rules, limits and watermarks (the
+policy's input), its files as on disk, its deleter, its open-file check, the pacing of its
+passes, and the files that are tempwatch's own there (never registered, never deleted).
+
+`status` and `explain` only judge: the deleter and the pacing are imported by the
+functions that build them, so that those commands do not load what only deletes.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tempwatch.config import Config
-from tempwatch.deleter import Deleter
-from tempwatch.dirfd import DirIdentity
-from tempwatch.healthsocket import SOCKET_NAME
-from tempwatch.instance import LOCK_FILE_NAME
+from tempwatch.errors import TempwatchError
+from tempwatch.instance import LOCK_FILE_NAME, SOCKET_NAME
 from tempwatch.lazylog import logger
 from tempwatch.openfiles import NO_OPEN_FILES, LazyOpenFiles, OpenFiles, sweep_open_files
-from tempwatch.pacing import Pace
 from tempwatch.policy import Limits
+from tempwatch.pressure import Watermarks
+from tempwatch.registry import Registry
 from tempwatch.rules import RuleSet
-from tempwatch.scan import DirInfo
+from tempwatch.scan import DirInfo, ScanResult, scan_tree
+
+if TYPE_CHECKING:
+    from tempwatch.deleter import Deleter
+    from tempwatch.dirfd import DirIdentity
+    from tempwatch.pacing import Pace
 
 __all__ = [
+    "DiskState",
     "deleter_for",
     "limits_of",
     "open_files_for",
     "own_files",
     "pace_of",
+    "read_disk",
     "remove_empty_dirs",
     "rules_of",
+    "scan_of",
+    "watermarks_of",
 ]
 
 
@@ -59,8 +72,55 @@ def limits_of(config: Config) -> Limits:
     )
 
 
+def watermarks_of(config: Config) -> Watermarks:
+    """The pressure settings of a configuration."""
+    limits = config.limits
+    rules = rules_of(config)
+    return Watermarks(
+        limits.min_free_space, limits.min_free_inodes, limits.low_watermark,
+        rules if rules else None,
+    )
+
+
+@dataclass(slots=True)
+class DiskState:
+    """What a scan found, as a registry keyed by path, each file aged by its last use."""
+
+    registry: Registry
+    scan: ScanResult
+
+
+def read_disk(config: Config) -> DiskState:
+    """Scan base_dir into a registry, oldest first by last use. Raises TempwatchError if it
+    is missing."""
+    scan = scan_of(config)
+    registry = Registry()
+    registry.add_many(
+        (info.path, at, info.size_bytes, info.ino) for info, at in rules_of(config).aged(scan.files)
+    )
+    return DiskState(registry, scan)
+
+
+def scan_of(config: Config) -> ScanResult:
+    """base_dir as on disk, tempwatch's own files left out. Raises TempwatchError if it is
+    missing."""
+    base = config.watch.base_dir
+    if not base.is_dir():
+        raise TempwatchError(
+            f"base_dir {base} does not exist: create it or set watch.base_dir (--base-dir)"
+        )
+    return scan_tree(
+        base,
+        recursive=config.watch.recursive,
+        exclude=config.watch.exclude,
+        skip_names=own_files(config),
+    )
+
+
 def pace_of(config: Config) -> Pace:
     """How passes and eviction rounds are paced, from the configuration."""
+    from tempwatch.pacing import Pace
+
     cleanup = config.cleanup
     return Pace(
         batch_size=cleanup.batch_size,
@@ -96,6 +156,8 @@ def own_files(config: Config) -> frozenset[str]:
 
 def deleter_for(config: Config, identity: DirIdentity | None = None) -> Deleter:
     """The deleter the configuration asks for; with `identity`, bound to that directory."""
+    from tempwatch.deleter import Deleter
+
     cleanup = config.cleanup
     return Deleter(
         config.watch.base_dir,

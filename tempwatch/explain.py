@@ -19,15 +19,13 @@ from datetime import datetime, timezone
 
 from tempwatch.age import last_used_at
 from tempwatch.config import Config
-from tempwatch.directory import limits_of, own_files, rules_of
+from tempwatch.directory import limits_of, own_files, read_disk, rules_of, watermarks_of
 from tempwatch.errors import OutsideBaseDirError
 from tempwatch.freespace import pressure_reason
 from tempwatch.globs import is_excluded
 from tempwatch.inuse import InUse, LeaseProbe, is_dir_locked
-from tempwatch.oneshot import read_disk
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFileSet
 from tempwatch.policy import Reason, plan_pass
-from tempwatch.reclaim import watermarks_of
 from tempwatch.units import format_age, format_duration, printable
 
 __all__ = ["Explanation", "explain_path", "governing_directory", "render_text", "verdict"]

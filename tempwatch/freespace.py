@@ -1,4 +1,4 @@
-"""The filesystem's free space next to the watermarks, as `status` shows it.
+"""The filesystem's free space (`read_usage`) next to the watermarks, as `status` shows it.
 
 `status` reads statvfs itself and asks the pressure policy what an eviction would remove
 now, with the same entries, ages and open files it judges a clean by: the service would
@@ -7,14 +7,26 @@ remove the same files if it checked at this moment.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Container, Sequence
 
 from tempwatch.pressure import FsUsage, Watermarks, plan_pressure
-from tempwatch.reclaim import read_usage
 from tempwatch.registry import Entry
 from tempwatch.units import format_size
 
-__all__ = ["pressure_lines", "pressure_reason", "pressure_status"]
+__all__ = ["pressure_lines", "pressure_reason", "pressure_status", "read_usage"]
+
+
+def read_usage(path: str, statvfs: Callable[[str], os.statvfs_result] = os.statvfs) -> FsUsage:
+    """The figures of the filesystem holding `path` (free: what unprivileged users get)."""
+    st = statvfs(path)
+    return FsUsage(
+        free_bytes=st.f_bavail * st.f_frsize,
+        total_bytes=st.f_blocks * st.f_frsize,
+        free_inodes=st.f_favail,
+        total_inodes=st.f_files,
+        block_bytes=st.f_frsize,
+    )
 
 
 def pressure_status(

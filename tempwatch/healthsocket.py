@@ -27,11 +27,11 @@ from contextlib import contextmanager
 
 from tempwatch.errors import TempwatchError
 from tempwatch.health import Health
+from tempwatch.instance import SOCKET_NAME
 from tempwatch.lazylog import logger
 
 __all__ = ["SOCKET_NAME", "HealthSocket", "ServiceUnreachable", "ask_health"]
 
-SOCKET_NAME = ".tempwatch.sock"
 _MAX_ADDRESS_BYTES = 107  # sun_path holds 108 bytes with the terminating NUL
 _CLIENT_TIMEOUT_SECONDS = 2.0
 _MAX_ANSWER_BYTES = 1 << 20

@@ -21,9 +21,12 @@ from pathlib import Path
 from tempwatch.errors import AlreadyRunningError, TempwatchError
 from tempwatch.lazylog import logger
 
-__all__ = ["BASE_DIR_MODE", "LOCK_FILE_NAME", "InstanceLock", "ensure_base_dir"]
+__all__ = ["BASE_DIR_MODE", "LOCK_FILE_NAME", "SOCKET_NAME", "InstanceLock", "ensure_base_dir"]
 
 LOCK_FILE_NAME = ".tempwatch.lock"
+SOCKET_NAME = ".tempwatch.sock"
+"""The running service's health socket in base_dir (tempwatch.healthsocket): named here,
+beside the lock, so that what lists tempwatch's own files need not import the socket code."""
 BASE_DIR_MODE = 0o700
 """Mode of a base_dir the service creates: nobody else can plant files in it."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from tempwatch.blindspots import warn_denied
 from tempwatch.cleaner import CleanupListener, PassReport
@@ -18,38 +17,18 @@ from tempwatch.directory import (
     deleter_for,
     limits_of,
     open_files_for,
-    own_files,
     pace_of,
     remove_empty_dirs,
     rules_of,
+    scan_of,
 )
-from tempwatch.errors import TempwatchError
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, sweep_open_files
 from tempwatch.pacing import Pacer
-from tempwatch.registry import Entry, Registry
+from tempwatch.registry import Entry
 from tempwatch.rounds import run_pass_over
-from tempwatch.scan import ScanResult, collector_paused, scan_tree
+from tempwatch.scan import ScanResult, collector_paused
 
-__all__ = ["DiskState", "clean_once", "read_disk"]
-
-
-@dataclass(slots=True)
-class DiskState:
-    """What a scan found, as a registry keyed by path, each file aged by its last use."""
-
-    registry: Registry
-    scan: ScanResult
-
-
-def read_disk(config: Config) -> DiskState:
-    """Scan base_dir into a registry, oldest first by last use. Raises TempwatchError if it
-    is missing."""
-    scan = _scan(config)
-    registry = Registry()
-    registry.add_many(
-        (info.path, at, info.size_bytes, info.ino) for info, at in rules_of(config).aged(scan.files)
-    )
-    return DiskState(registry, scan)
+__all__ = ["clean_once"]
 
 
 def clean_once(
@@ -73,7 +52,7 @@ def _clean_once(
     clock: Callable[[], float],
     sweep: Callable[[str], OpenFiles],
 ) -> tuple[PassReport, ScanResult]:
-    scan = _scan(config)
+    scan = scan_of(config)
     # No registry: it would be filled from the scan, read back sorted and emptied again,
     # a locked call per file each time, only to be thrown away.
     aged = rules_of(config).aged(scan.files)
@@ -104,20 +83,6 @@ def _clean_once(
     if cleanup.remove_empty_dirs and not cleanup.dry_run:
         remove_empty_dirs(deleter, scan.dirs, cleanup.max_age_seconds, clock())
     return report, scan
-
-
-def _scan(config: Config) -> ScanResult:
-    base = config.watch.base_dir
-    if not base.is_dir():
-        raise TempwatchError(
-            f"base_dir {base} does not exist: create it or set watch.base_dir (--base-dir)"
-        )
-    return scan_tree(
-        base,
-        recursive=config.watch.recursive,
-        exclude=config.watch.exclude,
-        skip_names=own_files(config),
-    )
 
 
 def _time_of(item: tuple[str, Entry]) -> float:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from tempwatch.cleaner import CleanupListener, PassReport, execute_plan
 from tempwatch.config import Config
 from tempwatch.deleter import Deleter
-from tempwatch.directory import rules_of
+from tempwatch.freespace import read_usage
 from tempwatch.lazylog import logger
 from tempwatch.lognoise import SaidOnce
 from tempwatch.openfiles import NO_OPEN_FILES, OpenFiles, OpenFileSet
@@ -41,8 +41,6 @@ __all__ = [
     "IDLE_CHECK_SECONDS",
     "PressureState",
     "Reclaimer",
-    "read_usage",
-    "watermarks_of",
 ]
 
 ACTIVE_CHECK_SECONDS = 0.2
@@ -52,28 +50,6 @@ IDLE_CHECK_SECONDS = 1.0
 """Time between two statvfs while nothing is written in base_dir."""
 
 _MAX_BACKOFF_SECONDS = 30.0
-
-
-def read_usage(path: str, statvfs: Callable[[str], os.statvfs_result] = os.statvfs) -> FsUsage:
-    """The figures of the filesystem holding `path` (free: what unprivileged users get)."""
-    st = statvfs(path)
-    return FsUsage(
-        free_bytes=st.f_bavail * st.f_frsize,
-        total_bytes=st.f_blocks * st.f_frsize,
-        free_inodes=st.f_favail,
-        total_inodes=st.f_files,
-        block_bytes=st.f_frsize,
-    )
-
-
-def watermarks_of(config: Config) -> Watermarks:
-    """The pressure settings of a configuration."""
-    limits = config.limits
-    rules = rules_of(config)
-    return Watermarks(
-        limits.min_free_space, limits.min_free_inodes, limits.low_watermark,
-        rules if rules else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,13 @@ import stat
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from tempwatch.deleter import FileId
 from tempwatch.dirfd import DIR_OPEN_FLAGS, fd_mount_id
 from tempwatch.globs import GlobMatcher, compile_globs
+
+if TYPE_CHECKING:
+    from tempwatch.deleter import FileId
 
 __all__ = [
     "collector_paused","DirInfo", "FileInfo", "ScanResult", "scan_tree"]
@@ -56,6 +58,8 @@ class FileInfo(NamedTuple):
     @property
     def file_id(self) -> FileId:
         """The identity to pass to `Deleter.delete(expected=...)`."""
+        from tempwatch.deleter import FileId  # not loaded to scan alone (`status`)
+
         return FileId(self.dev, self.ino)
 
 

@@ -41,6 +41,7 @@ from tempwatch.directory import (
     pace_of,
     remove_empty_dirs,
     rules_of,
+    watermarks_of,
 )
 from tempwatch.dirfd import DirIdentity
 from tempwatch.enforcer import Enforcer
@@ -52,7 +53,7 @@ from tempwatch.lazylog import logger
 from tempwatch.lognoise import SaidOnce
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, OpenFileSet, sweep_open_files
 from tempwatch.pacing import Pacer
-from tempwatch.reclaim import Reclaimer, watermarks_of
+from tempwatch.reclaim import Reclaimer
 from tempwatch.registry import Registry
 from tempwatch.rescanner import Rescanner
 from tempwatch.rounds import run_pass

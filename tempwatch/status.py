@@ -14,15 +14,12 @@ from dataclasses import asdict, dataclass, field
 
 from tempwatch.config import Config
 from tempwatch.configload import parse_effective_config
-from tempwatch.directory import limits_of
+from tempwatch.directory import limits_of, read_disk, watermarks_of
 from tempwatch.errors import ConfigError
 from tempwatch.freespace import pressure_lines, pressure_status
-from tempwatch.healthsocket import ServiceUnreachable, ask_health
 from tempwatch.instance import LOCK_FILE_NAME
-from tempwatch.oneshot import read_disk
 from tempwatch.openfiles import LazyOpenFiles, OpenFiles, describe_holders
 from tempwatch.policy import plan_pass
-from tempwatch.reclaim import watermarks_of
 from tempwatch.units import count, format_age, format_size, printable
 
 __all__ = [
@@ -168,6 +165,8 @@ def running_service(config: Config) -> tuple[int | None, dict[str, object] | Non
     pid = _lock_holder(os.path.join(config.watch.base_dir, LOCK_FILE_NAME))
     if pid is None:
         return pid, None
+    from tempwatch.healthsocket import ServiceUnreachable, ask_health  # a service to ask
+
     try:
         return pid, ask_health(str(config.watch.base_dir), timeout_seconds=2.0)
     except ServiceUnreachable:

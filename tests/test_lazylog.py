@@ -59,6 +59,20 @@ def test_help_and_status_of_an_empty_directory_import_no_heavy_dependency(
     assert _heavy_after(commands, tmp_path) == []
 
 
+def test_status_of_an_empty_directory_loads_nothing_that_only_deletes(tmp_path: Path) -> None:
+    done = _python(f"""
+        import contextlib, io, sys
+        from pathlib import Path
+        from tempwatch.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(["status", "--base-dir", {str(tmp_path)!r}], system_config=Path("/nonexistent"))
+        deleting = ("tempwatch.deleter", "tempwatch.cleaner", "tempwatch.healthsocket", "socket")
+        print(" ".join(sorted(m for m in sys.modules if m in deleting)))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
+
+
 _PROBE = """
     def probe(logger, text):
         # A record made in a tempwatch module: loguru names it by the caller's __name__.

@@ -24,12 +24,13 @@ from support import hold_open, wait_for
 from tempwatch.cli import main
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
 from tempwatch.configload import load_config
-from tempwatch.directory import deleter_for
+from tempwatch.directory import deleter_for, watermarks_of
+from tempwatch.freespace import read_usage
 from tempwatch.health import assess_service
 from tempwatch.host import Host
 from tempwatch.openfiles import NO_OPEN_FILES
 from tempwatch.pressure import FreeAmount
-from tempwatch.reclaim import Reclaimer, read_usage, watermarks_of
+from tempwatch.reclaim import Reclaimer
 from tempwatch.registry import Registry
 from tempwatch.service import Service
 
