@@ -364,21 +364,26 @@ def test_two_directories_on_one_filesystem_evict_by_age_across_them(tmp_path: Pa
         for directory in (a, b, other):
             directory.mkdir()
         config_file = tmp_path / "tempwatch.toml"
+        # Aged by mtime alone: each directory has its own watcher thread, so ages counted
+        # from registration (or a close seen late) could interleave the two directories.
         config_file.write_text(
-            '[cleanup]\ninterval = "1h"\n'
+            '[cleanup]\ninterval = "1h"\nage_by = ["modified"]\n'
             '[limits]\nmax_files = 0\nmax_file_size = 0\nmin_free_space = "50%"\n'
             f'[[directory]]\npath = "{a}"\n[[directory]]\npath = "{b}"\n'
         )
         with Host(load_config(config_file, env={})) as host:
             services = host.services
             created = []
+            oldest = time.time() - 60  # well within max_age: only the pressure evicts
             for i in range(8):  # a0, b0, a1, b1, ...: oldest first, alternating
                 for directory in (a, b):
-                    path = directory / f"{directory.name}{i}"
-                    path.write_bytes(b"x" * MiB)
+                    # Written beside, aged, and moved in: registered with its final mtime.
+                    name = f"{directory.name}{i}"
+                    staged, path = other / name, directory / name
+                    staged.write_bytes(b"x" * MiB)
+                    os.utime(staged, (oldest + len(created), oldest + len(created)))
+                    staged.rename(path)
                     created.append(path)
-                    # Registered before the next is made: each directory has its own
-                    # watcher, and a file's age counts from its registration.
                     wait_for(is_registered(services[str(directory)], path),
                              message=f"{path} registered")
             # 16 MiB in a and b, 4 MiB beside them: 12 MiB free, below 16 MiB.
