@@ -129,12 +129,7 @@ def merge_reports(reports: Sequence[PassReport], *, dry_run: bool) -> PassReport
     """One report for the members' reports of one eviction."""
     merged = PassReport(dry_run=dry_run)
     for report in reports:
-        merged.deleted += report.deleted
-        merged.skipped_open += report.skipped_open
-        merged.failed += report.failed
-        merged.left_alone += report.left_alone
-        merged.vanished += report.vanished
+        merged.absorb(report)  # the members' directories differ: their files are disjoint
         merged.pinned_files += report.pinned_files
         merged.pinned_bytes += report.pinned_bytes
-        merged.unfinished += report.unfinished
     return merged

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from loguru import logger
+from support import event_lines
 
 # No per-example deadline: it is a timing assert, and on a loaded machine (benchmarks,
 # other suites on 2 cores) an example can take a second for reasons of its own.
@@ -49,13 +50,8 @@ def outside(tmp_path: Path) -> Path:
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
     """tempwatch's log records with an event, as "LEVEL event message" lines."""
-    lines: list[str] = []
-    logger.enable("tempwatch")
-    sink = logger.add(lines.append, level="DEBUG", format="{level} {extra[event]} {message}",
-                      filter=lambda r: "event" in r["extra"])
-    yield lines
-    logger.remove(sink)
-    logger.disable("tempwatch")
+    with event_lines() as lines:
+        yield lines
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from loguru import logger
+
 __all__ = [
     "HIDDEN_PROCESSES_WARNING",
     "hold_open",
@@ -122,3 +124,17 @@ def small_inotify_queue(events: int) -> Iterator[None]:
         yield
     finally:
         _MAX_QUEUED_EVENTS.write_text(saved)
+
+
+@contextmanager
+def event_lines(level: str = "DEBUG") -> Iterator[list[str]]:
+    """tempwatch's log records with an event, from `level` up, as "LEVEL event message"."""
+    lines: list[str] = []
+    logger.enable("tempwatch")
+    sink = logger.add(lines.append, level=level, format="{level} {extra[event]} {message}",
+                      filter=lambda r: "event" in r["extra"])
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
+        logger.disable("tempwatch")

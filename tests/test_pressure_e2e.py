@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from loguru import logger
-from support import hold_open, wait_for
+from support import event_lines, hold_open, wait_for
 
 from tempwatch.cli import main
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
@@ -75,13 +74,8 @@ def remount(mount_point: Path, options: str) -> None:
 
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    logger.enable("tempwatch")
-    sink = logger.add(lines.append, level="INFO", format="{level} {extra[event]} {message}",
-                      filter=lambda r: "event" in r["extra"])
-    yield lines
-    logger.remove(sink)
-    logger.disable("tempwatch")
+    with event_lines("INFO") as lines:
+        yield lines
 
 
 def pressure_config(base: Path, **limits: object) -> Config:
