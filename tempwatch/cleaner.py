@@ -305,16 +305,18 @@ def _record(
             decision.path, decision.ino, result.size_bytes, decision.reason.value
         ):
             level = "DEBUG"  # a dry run already said so, of this very file and verdict
-        # Through the fast lane: formatted once, straight to the CLI's JSON sinks; not even
-        # built when no sink would write it (`clean` prints its own line per file).
-        if loglane.is_heard(level):
-            loglane.log(
-                level,
-                "{verb} {path} ({reason}, age {age_seconds:.0f}s, {size_bytes} bytes)",
-                verb="would delete" if dry_run else "deleted",
-                # A dry run's line must not count as a deletion: `select(.event == "deleted")`.
-                **_fields(decision, "would-delete" if dry_run else "deleted", result.size_bytes),
-            )
+        # Through the fast lane: made once, straight to the CLI's JSON sinks; not even built
+        # when no sink would write it (`clean` prints its own line per file).
+        # A dry run's line must not count as a deletion: `select(.event == "deleted")`.
+        loglane.log_deletion(
+            level,
+            "would delete" if dry_run else "deleted",
+            "would-delete" if dry_run else "deleted",
+            decision.path,
+            decision.reason.value,
+            round(decision.age_seconds, 3),
+            result.size_bytes,
+        )
         if listener is not None:
             listener.on_deleted(decision, result)
     elif outcome is Outcome.VANISHED:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +196,57 @@ def test_the_fast_lane_writes_what_loguru_would_have_written(
         assert lane.pop("time") and plain.pop("time")
         assert lane == plain, sink
         assert lane["path"] == "/t/caf\udce9\nx" and lane["message"].startswith("deleted /t/")
+
+
+@pytest.mark.parametrize(
+    ("path", "age_seconds", "size_bytes"),
+    [
+        ("/t/plain", 12.5, 3),
+        ("/t/caf\udce9\nx \"quoted\" back\\slash\ttab", 0.001, 0),
+        ("/t/\u00e9t\u00e9 \U0001f600 \x7f\x01", 86400.0, 2**40),
+        ("/t/whole", 7, 1),
+        ("/t/tiny", 1e-05, 5),
+        ("/t/huge", 1.5e16, 5),
+    ],
+)
+def test_a_deletion_line_is_the_one_loguru_would_have_written(
+    json_log: tuple[Path, Path], path: str, age_seconds: float, size_bytes: int
+) -> None:
+    # log_deletion writes its line field by field; loguru's format goes through json_line.
+    fields: dict[str, object] = {
+        "verb": "would delete", "event": "would-delete", "path": path, "reason": "expired",
+        "age_seconds": age_seconds, "size_bytes": size_bytes,
+    }
+    loglane.log_deletion(
+        "INFO", "would delete", "would-delete", path, "expired", age_seconds, size_bytes
+    )
+    logger.log("INFO", loglane.DELETION_TEMPLATE, **fields)
+    loglane.log_deletion("DEBUG", "deleted", "deleted", path, "expired", 1.0, 1)  # nowhere
+
+    for sink in json_log:
+        raw = sink.read_text(encoding="utf-8").splitlines()
+        assert len(raw) == 2, sink
+        lane, plain = (re.sub(r'^\{"time": "[^"]*", ', "", line) for line in raw)
+        assert lane == plain, sink
+        assert json.loads(raw[0])["path"] == path
+
+
+def test_a_deletion_line_is_stamped_as_loguru_stamps_its_records(
+    json_log: tuple[Path, Path],
+) -> None:
+    before = dt.datetime.now().astimezone()
+    for _ in range(200):  # some lines land on a new second, some at microsecond 0 perhaps
+        loglane.log_deletion("INFO", "deleted", "deleted", "/t/x", "expired", 1.0, 1)
+    logger.bind(event="plain").info("loguru's own")
+    after = dt.datetime.now().astimezone()
+    stamps = [json.loads(line)["time"] for line in json_log[0].read_text().splitlines()]
+    parsed = [dt.datetime.fromisoformat(stamp) for stamp in stamps]
+    assert all(before <= moment <= after for moment in parsed)
+    assert parsed == sorted(parsed)
+    # The same form as loguru's: date, time, six-digit microseconds (if any), offset.
+    shape = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?[+-]\d\d:\d\d$")
+    assert all(shape.match(stamp) for stamp in stamps), stamps[-1]
+    assert stamps[-1][-6:] == stamps[0][-6:]
 
 
 def test_a_sink_added_after_the_cli_hears_every_deletion_line(
