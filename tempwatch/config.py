@@ -8,7 +8,6 @@ back as TOML.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,8 @@ __all__ = [
 
 def default_base_dir() -> Path:
     """The directory watched when nothing says otherwise: <system temp dir>/tempwatch, resolved."""
+    import tempfile  # with random and shutil: not loaded when the directory is given
+
     return Path(os.path.realpath(Path(tempfile.gettempdir()) / "tempwatch"))
 
 

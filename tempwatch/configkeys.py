@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ __all__ = [
     "MetricsBackend",
     "ObserverKind",
     "Origin",
+    "closest",
     "invalid",
     "parse_mask",
     "to_base_dir",
@@ -65,6 +66,14 @@ _OCTAL_MASK = re.compile(r"\s*(?:0[oO])?([0-7]{1,4})\s*")
 
 def invalid(label: str, expected: str, value: object, note: str = "") -> ConfigError:
     return ConfigError(f"{label}: expected {expected}, got {render_value(value)}{note}")
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice most like `word` (a misspelt key or section), for a "did you mean" hint."""
+    import difflib  # only to word an error message
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return close[0] if close else None
 
 
 def _to_bool(value: object, label: str, origin: Origin) -> bool:

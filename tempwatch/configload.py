@@ -9,17 +9,12 @@ reads files and stats paths, but never logs, exits, creates or deletes anything.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the tomli backport has the same API
-    import tomli as tomllib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from tempwatch.basedir import refuse_protected
 from tempwatch.config import (
@@ -31,11 +26,13 @@ from tempwatch.config import (
     WatchConfig,
     default_base_dir,
 )
-from tempwatch.configkeys import KEYS, SECTIONS, Origin, invalid, to_base_dir
-from tempwatch.directories import RawDirectory, parse_directories
+from tempwatch.configkeys import KEYS, SECTIONS, Origin, closest, invalid, to_base_dir
 from tempwatch.errors import ConfigError
 from tempwatch.rules import Rule
 from tempwatch.units import render_value
+
+if TYPE_CHECKING:
+    from tempwatch.directories import RawDirectory
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -79,6 +76,16 @@ ENV_VARS: Mapping[str, str] = {
 
 
 
+def _toml() -> ModuleType:
+    # Imported when a file is read: with no config file (`status --base-dir DIR`, a
+    # container configured by its environment) the parser and datetime are never loaded.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - the tomli backport has the same API
+        import tomli as tomllib
+    return tomllib
+
+
 # --- the layers ----------------------------------------------------------------------------
 
 
@@ -94,9 +101,10 @@ def _suggest_key(name: str) -> str | None:
     leaf = name.rpartition(".")[2]
     if leaf in by_leaf:
         return by_leaf[leaf]
-    close = difflib.get_close_matches(name, list(KEYS), n=1)
-    close = close or [by_leaf[match] for match in difflib.get_close_matches(leaf, by_leaf, n=1)]
-    return close[0] if close else None
+    close = closest(name, KEYS)
+    if close is None and (leaf_match := closest(leaf, by_leaf)) is not None:
+        close = by_leaf[leaf_match]
+    return close
 
 
 def _convert(key: str, value: object, label: str, origin: Origin) -> tuple[str, object]:
@@ -115,10 +123,12 @@ def _read_toml(path: Path, shown: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {shown}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"{shown}: invalid TOML: not UTF-8 ({e.reason})") from e
+    tomllib = _toml()
     try:
-        return tomllib.loads(text)
+        tables: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{shown}: invalid TOML: {' '.join(str(e).split())}") from e
+    return tables
 
 
 def _from_toml(path: Path, shown: str) -> tuple[dict[str, object], list[RawDirectory] | None]:
@@ -132,6 +142,8 @@ def _from_tables(
     directories: list[RawDirectory] | None = None
     for section, table in tables.items():
         if section == "directory":
+            from tempwatch.directories import parse_directories  # only for [[directory]]
+
             directories = parse_directories(table, origin)
             continue
         if section in SECTIONS and not isinstance(table, dict):
@@ -139,8 +151,7 @@ def _from_tables(
         if not isinstance(table, dict):
             raise _unknown("key", section, _suggest_key(section))
         if section not in SECTIONS:
-            close = difflib.get_close_matches(section, SECTIONS, n=1)
-            raise _unknown("section", section, close[0] if close else None)
+            raise _unknown("section", section, closest(section, SECTIONS))
         for key, value in table.items():
             dotted = f"{section}.{key}"
             values.update([_convert(dotted, value, dotted, origin)])
@@ -289,6 +300,7 @@ def parse_effective_config(text: str) -> Config:
     For the running service's own config, which it reports on its health socket. Raises
     ConfigError, one line, if the text is not a valid config.
     """
+    tomllib = _toml()
     try:
         tables = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

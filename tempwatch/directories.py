@@ -12,13 +12,12 @@ Every error is one line naming the entry (`directory[2]`, counted from 1) and th
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tempwatch.configkeys import KEYS, Origin, invalid, to_base_dir
+from tempwatch.configkeys import KEYS, Origin, closest, invalid, to_base_dir
 from tempwatch.errors import ConfigError
 from tempwatch.globs import compile_globs
 from tempwatch.rules import Rule
@@ -98,8 +97,8 @@ def _bad_key(shown: str, key: str) -> ConfigError:
         )
     if key == "base_dir":
         return ConfigError(f'{shown}: a directory is named by "path", not "base_dir"')
-    close = difflib.get_close_matches(key, [*DIRECTORY_KEYS, "path", "rule"], n=1)
-    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    close = closest(key, [*DIRECTORY_KEYS, "path", "rule"])
+    hint = f' (did you mean "{close}"?)' if close else ""
     return ConfigError(f"{shown}: unknown key {render_value(key)}{hint}")
 
 
@@ -135,8 +134,8 @@ def _parse_rule(raw: dict[str, object], label: str, origin: Origin) -> Rule:
             continue
         dotted = _RULE_KEYS.get(key)
         if dotted is None:
-            close = difflib.get_close_matches(key, [*_RULE_KEYS, "match", "keep"], n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            close = closest(key, [*_RULE_KEYS, "match", "keep"])
+            hint = f' (did you mean "{close}"?)' if close else ""
             raise ConfigError(f"{label}: unknown key {render_value(key)}{hint}")
         settings[key] = KEYS[dotted].convert(value, f"{label}.{key}", origin)
     if keep and settings:

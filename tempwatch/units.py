@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from tempwatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 __all__ = [
     "count",
@@ -26,15 +29,16 @@ _SIZE_HINT = 'a size >= 0 (bytes, or "512k", "100MiB", "1GB")'
 
 # Largest unit first; compound durations ("1h30m") must list units in this order, so a
 # repeated or shuffled unit ("1m1m", "30s1m") is treated as a typo rather than summed.
-_DURATION_UNITS: dict[str, Fraction] = {
-    "d": Fraction(86400),
-    "h": Fraction(3600),
-    "m": Fraction(60),
-    "s": Fraction(1),
-    "ms": Fraction(1, 1000),
+# In milliseconds, so that the sum stays exact.
+_DURATION_UNIT_MS: dict[str, int] = {
+    "d": 86_400_000,
+    "h": 3_600_000,
+    "m": 60_000,
+    "s": 1000,
+    "ms": 1,
 }
 _UNIT_LIST = "d (days), h (hours), m (minutes), s (seconds), ms (milliseconds)"
-_DURATION_RANK = {unit: rank for rank, unit in enumerate(_DURATION_UNITS)}
+_DURATION_RANK = {unit: rank for rank, unit in enumerate(_DURATION_UNIT_MS)}
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"
 # Units are lowercase only: "1M" could be meant as a month, and reading it as a minute
 # would make a deletion tool expire files far too early.
@@ -74,10 +78,13 @@ def _invalid(key: str, expected: str, value: object) -> ConfigError:
 
 
 def _duration_from_text(text: str) -> Fraction | None:
+    # Exact arithmetic for text only: numbers and the status and help paths never load it.
+    from fractions import Fraction
+
     plain = _PLAIN_NUMBER.fullmatch(text)
     if plain:
         return Fraction(plain.group(1))
-    total, position, last_rank = Fraction(0), 0, -1
+    total_ms, position, last_rank = Fraction(0), 0, -1
     while position < len(text):
         segment = _DURATION_SEGMENT.match(text, position)
         if segment is None:
@@ -85,9 +92,9 @@ def _duration_from_text(text: str) -> Fraction | None:
         rank = _DURATION_RANK[segment.group(2)]
         if rank <= last_rank:
             return None
-        total += Fraction(segment.group(1)) * _DURATION_UNITS[segment.group(2)]
+        total_ms += Fraction(segment.group(1)) * _DURATION_UNIT_MS[segment.group(2)]
         position, last_rank = segment.end(), rank
-    return total if position else None
+    return total_ms / 1000 if position else None
 
 
 def _duration_seconds(value: object) -> float | None:
@@ -129,6 +136,8 @@ def _size_from_text(text: str) -> int | None:
     multiplier = _SIZE_UNITS.get(match.group(2).lower())
     if multiplier is None:
         return None
+    from fractions import Fraction
+
     exact = Fraction(match.group(1)) * multiplier
     # "1.1KiB" means about 1126 bytes, but a fractional count of plain bytes is a mistake.
     if multiplier == 1 and exact.denominator != 1:
@@ -166,14 +175,22 @@ def format_size(n: int) -> str:
     power = 0
     while power < len(_BINARY_NAMES) - 1 and n >= 1024 ** (power + 1):
         power += 1
-    hundredths = round(Fraction(n, 1024**power) * 100)
+    hundredths = _hundredths(n, 1024**power)
     if hundredths >= 1024 * 100 and power < len(_BINARY_NAMES) - 1:
         # 1048575 bytes rounds to "1024 KiB"; say "1 MiB" instead.
         power += 1
-        hundredths = round(Fraction(n, 1024**power) * 100)
+        hundredths = _hundredths(n, 1024**power)
     whole, fraction = divmod(hundredths, 100)
     digits = f"{whole}.{fraction:02d}".rstrip("0").rstrip(".")
     return f"{digits} {_BINARY_NAMES[power]}"
+
+
+def _hundredths(n: int, unit: int) -> int:
+    """n / unit in hundredths, rounded half to even as `round` does: exact, in integers."""
+    quotient, remainder = divmod(n * 100, unit)
+    if 2 * remainder > unit or (2 * remainder == unit and quotient % 2):
+        quotient += 1
+    return quotient
 
 
 def format_duration(seconds: float) -> str:
