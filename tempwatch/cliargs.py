@@ -9,7 +9,7 @@ value gets the same one-line message as a bad config value, not a usage dump.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tempwatch import __version__
 
@@ -18,8 +18,7 @@ __all__ = ["COMMANDS", "OVERRIDES", "Override", "build_parser", "override_labels
 PROG = "tempwatch"
 
 
-@dataclass(frozen=True, slots=True)
-class Override:
+class Override(NamedTuple):
     """A flag that overrides one config key, and the commands it means something to."""
 
     flag: str
@@ -75,8 +74,7 @@ exit codes: 0 done; 1 a deletion failed, or another instance already watches the
 """
 
 
-@dataclass(frozen=True, slots=True)
-class _Command:
+class _Command(NamedTuple):
     name: str
     help: str
     description: str

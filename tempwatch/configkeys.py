@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tempwatch.age import AGE_SOURCES, AgeBy, age_by_of
 from tempwatch.basedir import resolve_base_dir
@@ -49,8 +48,7 @@ MAX_THREADS = 64
 # --- validation of single values -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """Where a value came from: relative paths are taken from `relative_to`."""
 
     relative_to: Path
@@ -253,8 +251,7 @@ def to_base_dir(value: object, label: str, origin: Origin) -> Path:
     return resolve_base_dir(_path_text(value, label), label, origin.relative_to, value)
 
 
-@dataclass(frozen=True, slots=True)
-class _Key:
+class _Key(NamedTuple):
     """One TOML key: the dataclass field it sets and how its value is checked."""
 
     field: str

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tempwatch.configkeys import KEYS, Origin, closest, invalid, to_base_dir
 from tempwatch.errors import ConfigError
@@ -41,8 +41,7 @@ _RULE_KEYS: Mapping[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class RawDirectory:
+class RawDirectory(NamedTuple):
     """One checked [[directory]] entry: its resolved path, its own values, its rules."""
 
     label: str  # "directory[2]"

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Container, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from tempwatch.config import Config
 from tempwatch.errors import TempwatchError
@@ -82,8 +81,7 @@ def watermarks_of(config: Config) -> Watermarks:
     )
 
 
-@dataclass(slots=True)
-class DiskState:
+class DiskState(NamedTuple):
     """What a scan found, as a registry keyed by path, each file aged by its last use."""
 
     registry: Registry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "DIR_OPEN_FLAGS",
@@ -26,8 +26,7 @@ _MAX_HOPS = 1000
 _PATH_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-@dataclass(frozen=True, slots=True)
-class DirIdentity:
+class DirIdentity(NamedTuple):
     """What makes a directory the one that was checked: device, inode and mount id.
 
     The mount id (None where /proc is missing) tells a bind mount of the same filesystem,

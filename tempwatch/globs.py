@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = ["GlobMatcher", "compile_globs", "is_excluded", "matches_glob"]
 
 
-@dataclass(frozen=True, slots=True)
-class GlobMatcher:
+class GlobMatcher(NamedTuple):
     """Patterns compiled into at most two regexes: one per basename, one per path."""
 
     names: re.Pattern[str] | None

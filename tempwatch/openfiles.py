@@ -37,7 +37,7 @@ import errno
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "NO_OPEN_FILES",
@@ -56,8 +56,7 @@ _PROC = "/proc"
 _DELETED_SUFFIX = " (deleted)"
 
 
-@dataclass(frozen=True, slots=True)
-class Holder:
+class Holder(NamedTuple):
     """A process holding a file open, as the operator wants it named."""
 
     pid: int
@@ -96,8 +95,7 @@ def _describe(pid: int) -> Holder:
         return Holder(pid, "?", "?")
 
 
-@dataclass(frozen=True, slots=True)
-class DeletedOpenFile:
+class DeletedOpenFile(NamedTuple):
     """A file under base_dir already unlinked but still held open: its space is not free."""
 
     path: str
@@ -230,16 +228,18 @@ class _NoOpenFiles:
 NO_OPEN_FILES: OpenFileSet = _NoOpenFiles()
 
 
-@dataclass(slots=True)
 class _Collector:
-    prefix: str
-    paths: set[str] = field(default_factory=set)
-    ids: set[tuple[int, int]] = field(default_factory=set)
-    pids: dict[str, list[int]] = field(default_factory=dict)
-    deleted: dict[tuple[int, int], tuple[str, int, list[int]]] = field(default_factory=dict)
-    seen: int = 0
-    denied: int = 0
-    pid: int = 0  # the process being read
+    __slots__ = ("deleted", "denied", "ids", "paths", "pid", "pids", "prefix", "seen")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.paths: set[str] = set()
+        self.ids: set[tuple[int, int]] = set()
+        self.pids: dict[str, list[int]] = {}
+        self.deleted: dict[tuple[int, int], tuple[str, int, list[int]]] = {}
+        self.seen = 0
+        self.denied = 0
+        self.pid = 0  # the process being read
 
     def add(self, path: str, stat: os.stat_result | None) -> None:
         identity = None if stat is None else (stat.st_dev, stat.st_ino)

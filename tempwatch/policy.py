@@ -95,8 +95,7 @@ class Decision(NamedTuple):
     age_check: AgeCheck | None = None  # an expiry: the deleter keeps the file if used since
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """The policy's answer for one pass or one eviction."""
 
     deletions: tuple[Decision, ...] = ()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Container, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tempwatch.policy import Decision, Plan, Reason
 from tempwatch.registry import Entry
@@ -38,8 +38,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class FreeAmount:
+class FreeAmount(NamedTuple):
     """A minimum free amount: absolute (bytes, or inodes) or a percentage of the total."""
 
     value: float
@@ -57,8 +56,7 @@ class FreeAmount:
         return str(int(self.value))
 
 
-@dataclass(frozen=True, slots=True)
-class Watermarks:
+class Watermarks(NamedTuple):
     """One directory's pressure settings. None leaves that watermark off."""
 
     min_free_space: FreeAmount | None = None
@@ -87,8 +85,7 @@ def _with_margin(amount: int, watermarks: Watermarks) -> int:
     return amount + math.ceil(amount * (1 - watermarks.low_watermark))
 
 
-@dataclass(frozen=True, slots=True)
-class Targets:
+class Targets(NamedTuple):
     """Watermarks in bytes and inodes (0: off), and where eviction stops once started."""
 
     min_free_bytes: int
@@ -105,8 +102,7 @@ class Targets:
         return usage.free_inodes < self.min_free_inodes
 
 
-@dataclass(frozen=True, slots=True)
-class FsUsage:
+class FsUsage(NamedTuple):
     """A filesystem's figures as statvfs gives them (free: what unprivileged users may use)."""
 
     free_bytes: int
@@ -126,8 +122,7 @@ class FsUsage:
         return -(-size_bytes // block) * block
 
 
-@dataclass(frozen=True, slots=True)
-class PressurePlan:
+class PressurePlan(NamedTuple):
     """The evictions for one filesystem, and the figures to report them by.
 
     `plan.pinned` lists the open files the eviction had to pass over while a target was
@@ -171,8 +166,7 @@ def plan_pressure(
     )
 
 
-@dataclass(slots=True)
-class _Need:
+class _Need(NamedTuple):
     """One directory's targets while the plan is built."""
 
     targets: Targets

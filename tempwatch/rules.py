@@ -14,8 +14,7 @@ apply to it, and is tested with plain data.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from tempwatch.age import AgeBy, FileTimes, scan_time_getter
 from tempwatch.globs import GlobMatcher, compile_globs, matches_glob
@@ -33,8 +32,7 @@ class ScannedFile(FileTimes, Protocol):
 _F = TypeVar("_F", bound=ScannedFile)
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     """One `[[directory.rule]]`: a glob and what it changes (None: the directory's value)."""
 
     match: str
@@ -44,8 +42,7 @@ class Rule:
     age_by: AgeBy | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Governing:
+class Governing(NamedTuple):
     """The settings that apply to one path: its rule's, else the directory's."""
 
     keep: bool

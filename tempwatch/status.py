@@ -10,7 +10,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Container
-from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from tempwatch.config import Config
 from tempwatch.configload import parse_effective_config
@@ -45,8 +45,7 @@ _BAR_WIDTH = 30
 _DELETED_SHOWN = 10
 
 
-@dataclass(slots=True)
-class AgeBucket:
+class AgeBucket(NamedTuple):
     """Files and bytes whose age falls in one range."""
 
     label: str
@@ -54,8 +53,7 @@ class AgeBucket:
     size_bytes: int = 0
 
 
-@dataclass(slots=True)
-class HeldDeleted:
+class HeldDeleted(NamedTuple):
     """A file unlinked under base_dir that processes still hold open."""
 
     path: str
@@ -63,8 +61,7 @@ class HeldDeleted:
     holders: list[str]
 
 
-@dataclass(slots=True)
-class StatusReport:
+class StatusReport(NamedTuple):
     """Everything `status` shows, JSON-serialisable with `to_json`."""
 
     base_dir: str
@@ -73,21 +70,24 @@ class StatusReport:
     oldest_path: str | None
     oldest_age_seconds: float | None
     buckets: list[AgeBucket]
-    would_remove: dict[str, int] = field(default_factory=dict)  # reason -> files
-    would_remove_bytes: int = 0
-    skipped_open: int = 0
-    scan_errors: int = 0
-    deleted_open_files: int = 0  # unlinked under base_dir but held open: space not freed
-    deleted_open_bytes: int = 0
-    deleted_open: list[HeldDeleted] = field(default_factory=list)  # the largest few
-    service_pid: int | None = None  # the running service, if one holds the lock
-    service: dict[str, object] | None = None  # its health answer (socket, else /healthz)
-    config_from: str = "file"  # "service": judged with the running service's own config
-    pressure: dict[str, object] | None = None  # free space vs the watermarks, when set
+    would_remove: dict[str, int]  # reason -> files
+    would_remove_bytes: int
+    skipped_open: int
+    scan_errors: int
+    deleted_open_files: int  # unlinked under base_dir but held open: space not freed
+    deleted_open_bytes: int
+    deleted_open: list[HeldDeleted]  # the largest few
+    service_pid: int | None  # the running service, if one holds the lock
+    service: dict[str, object] | None  # its health answer (socket, else /healthz)
+    config_from: str  # "service": judged with the running service's own config, else "file"
+    pressure: dict[str, object] | None  # free space vs the watermarks, when set
 
     def to_json(self) -> str:
         """The report as one JSON object."""
-        return json.dumps(asdict(self), indent=2)
+        fields = self._asdict()
+        fields["buckets"] = [bucket._asdict() for bucket in self.buckets]
+        fields["deleted_open"] = [item._asdict() for item in self.deleted_open]
+        return json.dumps(fields, indent=2)
 
 
 def gather_status(
@@ -104,12 +104,16 @@ def gather_status(
     state = read_disk(config)
     now = clock()
     entries = state.registry.oldest_first()
-    buckets = [AgeBucket(label) for label, _ in _BUCKETS]
+    files = [0] * len(_BUCKETS)
+    sizes = [0] * len(_BUCKETS)
     for _, entry in entries:
         age = now - entry.registered_at
         index = next(i for i, (_, bound) in enumerate(_BUCKETS) if age < bound)
-        buckets[index].files += 1
-        buckets[index].size_bytes += entry.size_bytes
+        files[index] += 1
+        sizes[index] += entry.size_bytes
+    buckets = [
+        AgeBucket(label, files[i], sizes[i]) for i, (label, _) in enumerate(_BUCKETS)
+    ]
     plan = plan_pass(entries, now=now, limits=limits_of(config), open_paths=open_paths)
     oldest = entries[0] if entries else None
     deleted = open_paths.deleted if isinstance(open_paths, LazyOpenFiles | OpenFiles) else ()
