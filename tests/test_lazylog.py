@@ -73,6 +73,36 @@ def test_status_of_an_empty_directory_loads_nothing_that_only_deletes(tmp_path: 
     assert done.stdout.split() == []
 
 
+def test_status_without_a_config_file_loads_no_parser_it_does_not_use(tmp_path: Path) -> None:
+    # The TOML parser (with datetime) is for a file, difflib for a "did you mean" in an error,
+    # fractions for a duration or size written as text, tempfile for the default directory:
+    # `status --base-dir DIR` needs none of them.
+    done = _python(f"""
+        import contextlib, io, os, sys
+        from pathlib import Path
+        for name in [n for n in os.environ if n.startswith(("TEMP_FILE_", "TEMPWATCH_"))]:
+            del os.environ[name]
+        from tempwatch.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(["status", "--base-dir", {str(tmp_path)!r}], system_config=Path("/nonexistent"))
+        unused = ("tomllib", "tomli", "difflib", "fractions", "tempfile")
+        print(" ".join(sorted(m for m in sys.modules if m in unused)))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
+
+
+def test_a_config_file_and_a_misspelt_key_still_load_what_they_need(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[watch]\nbase_dir = "{tmp_path}"\n[cleanup]\nmax_ag = "1h"\n')
+    done = _python(f"""
+        from tempwatch.cli import main
+        raise SystemExit(main(["status", "--config", {str(config)!r}]))
+    """)
+    assert done.returncode == 2
+    assert 'unknown key "cleanup.max_ag" (did you mean "cleanup.max_age"?)' in done.stderr
+
+
 _PROBE = """
     def probe(logger, text):
         # A record made in a tempwatch module: loguru names it by the caller's __name__.
