@@ -9,6 +9,8 @@ value gets the same one-line message as a bad config value, not a usage dump.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import NamedTuple
 
 from tempwatch import __version__
@@ -141,6 +143,40 @@ COMMANDS: tuple[_Command, ...] = (
 _NO_CONFIG = frozenset({"default-config", "completion", "man"})  # they read no config
 
 
+def _terminal_columns() -> int:
+    """The width help is wrapped to: $COLUMNS, else the terminal's, else 80.
+
+    What argparse asks `shutil.get_terminal_size` for; asked here because importing shutil
+    (with the compression modules it loads) cost a few ms of every start, help or not:
+    argparse builds a formatter for each argument it adds.
+    """
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    stdout = sys.__stdout__
+    try:
+        return (os.get_terminal_size(stdout.fileno()).columns or 80) if stdout else 80
+    except (ValueError, OSError):  # closed, or not a terminal
+        return 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        # argparse itself takes 2 columns off the terminal's width.
+        width = _terminal_columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _RawDescriptionFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The main help: the description and the epilog keep their line breaks."""
+
+
 def override_labels() -> dict[str, str]:
     """Config key -> flag, to name the flag in an error about its value."""
     return {override.key: override.flag for override in OVERRIDES}
@@ -158,7 +194,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Keeps temporary directories from leaking: watches a directory, expires\n"
         "files by age, enforces count and size limits, never deletes a file in use.",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawDescriptionFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -166,7 +202,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and command.name != only:
             continue
         sub = commands.add_parser(
-            command.name, help=command.help, description=command.description
+            command.name, help=command.help, description=command.description,
+            formatter_class=_HelpFormatter,
         )
         _add_flags(sub, command.name)
     return parser

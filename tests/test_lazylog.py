@@ -85,7 +85,7 @@ def test_status_without_a_config_file_loads_no_parser_it_does_not_use(tmp_path: 
         from tempwatch.cli import main
         with contextlib.redirect_stdout(io.StringIO()):
             main(["status", "--base-dir", {str(tmp_path)!r}], system_config=Path("/nonexistent"))
-        unused = ("tomllib", "tomli", "difflib", "fractions", "tempfile")
+        unused = ("tomllib", "tomli", "difflib", "fractions", "tempfile", "shutil")
         print(" ".join(sorted(m for m in sys.modules if m in unused)))
     """)
     assert done.returncode == 0, done.stderr
