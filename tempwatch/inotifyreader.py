@@ -33,13 +33,18 @@ __all__ = ["READ_BUFFER_BYTES", "InotifyReader", "ReadEvents"]
 ReadEvents = Callable[[int, int], bytes]
 """`os.read(fd, size)`: how the reader reads the inotify fd (a test injects a failure)."""
 
-READ_BUFFER_BYTES = 256 * 1024
-"""A few thousand events per read: fewer wake-ups under load."""
+READ_BUFFER_BYTES = 64 * 1024
+"""About two thousand events per read. Kept under glibc's mmap threshold (128 KiB, fixed by
+`tempwatch.heap`): a larger read buffer was mapped, shrunk and unmapped at every read, three
+system calls more each time."""
 
-# After a read that did not fill the buffer, the reader lets events gather this long: read
-# as they came, every read handed the GIL to and from the emitter, stalling its lstat calls.
-# The kernel queue (16384 events by default) holds far more than arrives meanwhile.
-_READ_PAUSE_SECONDS = 0.001
+# After a read that did not fill half the buffer, the reader lets events gather this long:
+# read as they came, every read handed the GIL to the emitter and back, a few futex calls
+# each, while the enforcer deleting meanwhile wanted it after every system call (a burst
+# eviction made 6.7 futex calls per deleted file at 1 ms, 0.9 at 5 ms). The kernel queue
+# (16384 events by default) holds far more than arrives meanwhile, and a full read is
+# followed by the next one at once.
+_READ_PAUSE_SECONDS = 0.005
 _DONT_FOLLOW = InotifyConstants.IN_DONT_FOLLOW
 
 
