@@ -7,8 +7,10 @@ the first question, so a pass with nothing to delete costs nothing.
 
 How the sweep reads the kernel. On Linux it lists /proc/PID/fd itself (and the process list
 from /proc: psutil is imported only to name holders) and keeps only the links whose target lies
-strictly under base_dir; it stats only those, through the descriptor, so the (st_dev, st_ino)
-recorded is the file actually held even if its name changed. psutil's own
+strictly under base_dir: a readlink per descriptor, as a bare sweep does. Only a target the
+kernel reports as "<path> (deleted)" is also stat'ed, through the descriptor, to tell an
+unlinked file (its space still held) from one still linked under another name (held: known by
+its (st_dev, st_ino), as `holds` answers). psutil's own
 `Process.open_files()` also stats every regular file and reads /proc/PID/fdinfo for each, which
 is why it is not the Linux path; it remains the fallback where there is no /proc. Both paths
 report descriptors opened with O_RDONLY, O_WRONLY/O_RDWR and O_PATH; the procfs path also
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -118,15 +120,17 @@ class OpenFileSet(Protocol):
 class OpenFiles:
     """The result of one sweep: files under base_dir held open by some visible process.
 
-    `paths` are absolute, as the kernel reports them (resolved, no symlinks). `ids` are the
-    (st_dev, st_ino) of the held files, so a file renamed after the sweep is still recognised.
+    `paths` are absolute, as the kernel reports them (resolved, no symlinks) at the sweep: a
+    file renamed since is under its new name only to the deleter's lease. `ids` are the
+    (st_dev, st_ino) of held files that have no name to report: held through a name since
+    unlinked while another link remains, or through a path longer than PATH_MAX.
     """
 
     paths: frozenset[str]
     ids: frozenset[tuple[int, int]]
     processes_seen: int
     processes_denied: int
-    pids_by_path: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    pids_by_path: Mapping[str, Sequence[int]] = field(default_factory=dict)
     deleted: tuple[DeletedOpenFile, ...] = ()
     _names: dict[int, Holder] = field(default_factory=dict, compare=False, repr=False)
 
@@ -241,26 +245,23 @@ class _Collector:
         self.denied = 0
         self.pid = 0  # the process being read
 
-    def add(self, path: str, stat: os.stat_result | None) -> None:
-        identity = None if stat is None else (stat.st_dev, stat.st_ino)
-        if path.endswith(_DELETED_SUFFIX):
-            # Usually an unlinked file; but a live file may carry that literal name, and a file
-            # with another hard link left is still held through that link.
-            if stat is None:
-                return
-            if stat.st_nlink == 0:
-                self._add_deleted(path[: -len(_DELETED_SUFFIX)], stat)
-                return
-            if _identity_of(path) == identity:
-                self._add_path(path)
-        else:
-            self._add_path(path)
-        if identity is not None:
-            self.ids.add(identity)
-
-    def _add_path(self, path: str) -> None:
+    def add(self, path: str) -> None:
+        """A descriptor on `path`, a name under base_dir not reported as deleted."""
         self.paths.add(path)
         self.pids.setdefault(path, []).append(self.pid)
+
+    def add_unlinked(self, path: str, stat: os.stat_result | None) -> None:
+        """A descriptor whose name the kernel reports as "<path> (deleted)"."""
+        if stat is None:
+            return
+        if stat.st_nlink == 0:
+            self._add_deleted(path[: -len(_DELETED_SUFFIX)], stat)
+            return
+        identity = (stat.st_dev, stat.st_ino)
+        if _identity_of(path) == identity:
+            self.add(path)  # a live file of that very name
+        else:
+            self.ids.add(identity)  # held through a name now gone, still linked elsewhere
 
     def _add_deleted(self, path: str, stat: os.stat_result) -> None:
         key = (stat.st_dev, stat.st_ino)
@@ -275,10 +276,9 @@ class _Collector:
             DeletedOpenFile(path, size, tuple(sorted(set(pids))))
             for path, size, pids in sorted(self.deleted.values())
         )
-        pids_by_path = {path: tuple(pids) for path, pids in self.pids.items()}
         return OpenFiles(
             frozenset(self.paths), frozenset(self.ids), self.seen, self.denied,
-            pids_by_path, deleted,
+            self.pids, deleted,
         )  # fmt: skip
 
 
@@ -328,7 +328,10 @@ def _pids() -> list[int]:
 
 
 def _scan_fd_dir(dir_fd: int, found: _Collector) -> None:
-    prefix = found.prefix
+    # This loop runs for every descriptor of every process: only a name under base_dir
+    # costs more than its readlink, and only one reported as deleted costs a stat.
+    prefix, pid = found.prefix, found.pid
+    paths, pids = found.paths, found.pids
     for name in os.listdir(dir_fd):
         try:
             target = os.readlink(name, dir_fd=dir_fd)
@@ -339,8 +342,17 @@ def _scan_fd_dir(dir_fd: int, found: _Collector) -> None:
                 # The path is too long to report but the file is real: keep its identity.
                 _add_identity_only(name, dir_fd, found)
             continue  # otherwise closed since the listing
-        if target.startswith(prefix):
-            found.add(target, _stat_through_fd(name, dir_fd))
+        if not target.startswith(prefix):
+            continue
+        if target.endswith(_DELETED_SUFFIX):
+            found.add_unlinked(target, _stat_through_fd(name, dir_fd))
+            continue
+        paths.add(target)
+        holders = pids.get(target)
+        if holders is None:
+            pids[target] = [pid]
+        else:
+            holders.append(pid)
 
 
 def _stat_through_fd(name: str, dir_fd: int) -> os.stat_result | None:
@@ -373,8 +385,13 @@ def _sweep_psutil(prefix: str, exclude_pid: int | None) -> OpenFiles:
         found.seen += 1
         found.pid = proc.pid
         for item in held:
-            if item.path.startswith(prefix):
-                found.add(item.path, _stat_path(item.path))
+            path = item.path
+            if not path.startswith(prefix):
+                continue
+            if path.endswith(_DELETED_SUFFIX):
+                found.add_unlinked(path, _stat_path(path))
+            else:
+                found.add(path)
     return found.result()
 
 

@@ -47,9 +47,8 @@ def test_file_held_open_is_seen_until_the_holder_exits(
     with hold_open(held, mode):
         found = sweep_open_files(str(base), method=method)
         assert str(held) in found
-        assert _identity(held) in found.ids
         assert str(idle) not in found
-        assert _identity(idle) not in found.ids
+        assert found.ids == frozenset()  # a named file is known by its name
         assert found.processes_seen >= 2  # the holder and this process
     assert str(held) not in sweep_open_files(str(base), method=method)
 
@@ -65,7 +64,6 @@ def test_files_outside_base_dir_and_base_dir_itself_are_excluded(
     with hold_open(outside), hold_open(base, "path"), hold_open(inside):
         found = sweep_open_files(str(base), method=method)
     assert found.paths == {str(inside)}
-    assert found.ids == {_identity(inside)}
 
 
 def test_a_held_directory_under_base_dir_is_seen(base: Path) -> None:
@@ -94,28 +92,21 @@ def test_this_process_counts_unless_excluded(base: Path, method: SweepMethod) ->
         assert str(mine) in sweep_open_files(str(base), method=method)
         excluded = sweep_open_files(str(base), exclude_pid=os.getpid(), method=method)
         assert str(mine) not in excluded
-        assert _identity(mine) not in excluded.ids
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_holds_by_identity_catches_a_file_renamed_after_the_sweep(
+def test_a_file_renamed_after_the_sweep_is_not_held_by_its_new_name(
     base: Path, method: SweepMethod
 ) -> None:
+    # The sweep answers for names as they were: the deleter's lease is what sees the rest
+    # (test_inuse: a file open in another process is kept without any sweep).
     first = _touch(base / "first")
     renamed = base / "renamed"
-    other = _touch(base / "other")
     with hold_open(first):
         found = sweep_open_files(str(base), method=method)
         first.rename(renamed)
-        stat = os.lstat(renamed)
-        assert str(renamed) not in found
-        assert found.holds(str(renamed), stat.st_dev, stat.st_ino)
-        other_stat = os.lstat(other)
-        assert not found.holds(str(other), other_stat.st_dev, other_stat.st_ino)
-        # A new file at the old name is a different file: held by name only.
-        _touch(first)
-        assert found.holds(str(first), *_identity(first))
-        assert _identity(first) not in found.ids
+        assert str(first) in found and str(renamed) not in found
+        assert not found.holds(str(renamed), *_identity(renamed))
 
 
 def test_a_file_renamed_before_the_sweep_is_reported_under_its_new_name(base: Path) -> None:
@@ -136,7 +127,7 @@ def test_unlinked_files_are_ignored_but_a_literal_deleted_suffix_is_not(
         gone.unlink()
         found = sweep_open_files(str(base), method=method)
     assert found.paths == {str(literal)}
-    assert found.ids == {_identity(literal)}
+    assert found.ids == frozenset()
 
 
 def test_unlinked_name_of_a_file_with_another_link_is_held_by_identity(base: Path) -> None:
