@@ -3,8 +3,10 @@
 The watcher's callbacks only note what happened (an oversize file closed, the count or the
 quota crossed) and wake the enforcer's thread; the enforcer then sweeps open files once,
 outside the registry lock, and evicts the oldest files that are not open, down to the low
-watermark. While a limit stays exceeded because the files that would go are open, it backs
-off instead of sweeping on every event, and logs the pinned files at most once per interval.
+watermark. While a limit stays exceeded because the files that would go are open (or could
+not be deleted), it backs off instead of sweeping on every event, and logs the pinned files
+at most once per interval. A limit exceeded again because files kept arriving while it
+evicted (a burst) is no reason to wait: it evicts again at once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ from tempwatch.rounds import run_eviction
 __all__ = ["Enforcer"]
 
 _MAX_BACKOFF_SECONDS = 1.0
+
+
+def _made_way(report: PassReport) -> bool:
+    """Whether an eviction still over a limit got as far as it could: it deleted files and
+    no open file was left in the way. Files arrived meanwhile (a burst) then: go on at once.
+    Otherwise the limit cannot be met now (open files, errors): back off."""
+    return bool(report.deleted) and not report.pinned_files and not report.failed
 
 
 class Enforcer:
@@ -124,7 +133,7 @@ class Enforcer:
             oversize=entries,
         )
         self.pinned = (report.pinned_files, report.pinned_bytes)
-        if self.is_over_limits(limits) and report.stopped is None:
+        if self.is_over_limits(limits) and report.stopped is None and not _made_way(report):
             self.back_off(config.cleanup.interval_seconds)
             self._log_pinned(report, config.cleanup.interval_seconds)
 
