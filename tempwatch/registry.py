@@ -1,17 +1,17 @@
 """The registry: every file tempwatch knows about, with its registration time, size and inode.
 
-It is kept ordered by age so that eviction takes the oldest entries without sorting the
-whole registry on every event. Entries arrive almost always in time order (a new file is
-registered "now"); those that do not (a file found by a scan, a renamed file keeping its
-age) are kept in a small side table and merged in when the registry is iterated. When the
-side table grows past a fraction of the registry, the registry is rebuilt in order; a bulk
-load (`add_many`, or anything inside a `tracking` window) rebuilds once, at its end. A
-start-up's scan (`load`) adds in no order at all and sorts everything once, so that it can
-register each directory as it is listed and free the scan's objects as it goes.
+Memory: the files are held per directory (`tempwatch.dirtable`): one table per directory
+path, in which a file is its name, one dict slot and 24 bytes of columns. The directory's
+path is stored once per table instead of once per file; paths are put together again only
+when asked for (iteration, `paths`, `times`). About 110 bytes per file two levels down,
+where one dict of whole paths to packed ints took 192.
 
-Memory: one entry is its path, its dict slot and one int packing time, size and inode
-(48 bytes with pymalloc, where an Entry tuple of three objects cost about 150). The time is
-packed as its exact IEEE-754 bits, so `registered_at` reads back as the very float given.
+Order: each table is kept in age order but for a few late entries (a file found by a scan,
+a renamed file keeping its age) that iteration merges in; the registry iterates oldest
+first by merging its tables. A table whose late entries outgrow a fraction of it is sorted
+again; a bulk load (`add_many`, or anything inside a `tracking` window) sorts once, at its
+end. A start-up's scan (`load`) adds in no order at all and sorts each table once, so that
+it can register each directory as it is listed and free the scan's objects as it goes.
 
 All methods are thread-safe. `lock` is exposed so that a caller can check and act as one
 step (the reconciling rescan does).
@@ -19,43 +19,28 @@ step (the reconciling rescan does).
 
 from __future__ import annotations
 
-import bisect
 import heapq
-import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
 
+from tempwatch.dirtable import DirTable, Entry, age_of
 from tempwatch.touched import Touched
 
 __all__ = ["Entry", "Registry"]
 
-_REBUILD_MIN = 1024
-
-# Packed value, little-endian: bits 0-63 the time (a double), 64-127 the size (signed),
-# 128-191 the inode. Inodes are the widest field in practice, so they go on top where an
-# int only pays for the digits it uses.
-_LAYOUT = struct.Struct("<dqQ")
-_TIME = struct.Struct("<d")
-_WIDTH = _LAYOUT.size
-_LOW64 = (1 << 64) - 1
-_SIGN64 = 1 << 63
-_pack_bytes = _LAYOUT.pack
-_unpack_bytes = _LAYOUT.unpack
-_unpack_time = _TIME.unpack
-_from_bytes = int.from_bytes
+_REBUILD_MIN = 1024  # late entries a table tolerates before it is sorted again
 
 
-class Entry(NamedTuple):
-    """What the registry holds for one path."""
-
-    registered_at: float
-    size_bytes: int
-    ino: int
+def _split(path: str) -> tuple[str, str]:
+    """(directory prefix with its trailing slash, name); "" prefix for a bare name."""
+    cut = path.rfind("/") + 1
+    return path[:cut], path[cut:]
 
 
-_make_entry = Entry._make
+def _needs_sort(table: DirTable) -> bool:
+    """A bulk load left it unsorted, or its late entries outgrew their share."""
+    return table.unsorted or len(table.late) > max(_REBUILD_MIN, len(table) // 8)
 
 
 class Registry:
@@ -63,31 +48,46 @@ class Registry:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self._entries: dict[str, int] = {}  # path -> packed (time, size, inode)
-        self._late: dict[str, float] = {}  # paths whose entry is out of insertion order
-        self._unsorted = False  # `load` added entries in no order: sort all when it settles
-        self._tail = float("-inf")  # registration time of the newest in-order entry
+        self._dirs: dict[str, DirTable] = {}  # "dir/" -> its table; no empty table kept
+        self._ints: list[int] = []  # slot ints shared by every table
+        self._pending: set[DirTable] = set()  # tables to sort when no bulk load is open
+        self._count = 0
         self._total_bytes = 0
         self._trackers: list[Touched] = []
-        self._bulk = 0  # open bulk loads and tracking windows: rebuild when the last ends
+        self._bulk = 0  # open bulk loads and tracking windows: sort when the last ends
 
     # -- queries -----------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
     def __contains__(self, path: object) -> bool:
-        return path in self._entries
+        if not isinstance(path, str):
+            return False
+        prefix, name = _split(path)
+        table = self._dirs.get(prefix)
+        return table is not None and name in table.names
 
     def get(self, path: str) -> Entry | None:
         """The entry for `path`, or None."""
-        value = self._entries.get(path)
-        return None if value is None else _entry(value)
+        prefix, name = _split(path)
+        with self.lock:
+            table = self._dirs.get(prefix)
+            slot = None if table is None else table.names.get(name)
+            return None if slot is None or table is None else table.entry(slot)
 
     def matches(self, path: str, size_bytes: int, ino: int) -> bool:
         """Whether `path` is registered with exactly this size and inode (no Entry built)."""
-        value = self._entries.get(path)
-        return value is not None and value >> 64 == (size_bytes & _LOW64) | ino << 64
+        prefix, name = _split(path)
+        with self.lock:
+            table = self._dirs.get(prefix)
+            slot = None if table is None else table.names.get(name)
+            return (
+                slot is not None
+                and table is not None
+                and table.inos[slot] == ino
+                and table.sizes[slot] == size_bytes
+            )
 
     @property
     def total_bytes(self) -> int:
@@ -97,17 +97,36 @@ class Registry:
     def paths(self) -> list[str]:
         """A copy of the registered paths, in no particular order."""
         with self.lock:
-            return list(self._entries)
+            return [prefix + name for prefix, table in self._dirs.items() for name in table.names]
+
+    def paths_not_in(self, present: Container[str]) -> list[str]:
+        """The registered paths that `present` lacks (each other path is built and dropped)."""
+        with self.lock:
+            return [
+                path
+                for prefix, table in self._dirs.items()
+                for name in table.names
+                if (path := prefix + name) not in present
+            ]
 
     def times(self) -> dict[str, float]:
         """A copy of path -> registration time."""
         with self.lock:
-            return {path: _time(value) for path, value in self._entries.items()}
+            return {
+                prefix + name: table.times[slot]
+                for prefix, table in self._dirs.items()
+                for name, slot in table.names.items()
+            }
 
     def oldest_first(self) -> list[tuple[str, Entry]]:
         """A snapshot of every entry, oldest first."""
         with self.lock:
-            return list(self._iter_oldest())
+            if len(self._dirs) < 2:
+                return list(self._iter_oldest())
+            # Each table is one sorted run: the sort merges them.
+            items = [item for p, t in self._dirs.items() for item in t.iter_oldest(p)]
+            items.sort(key=age_of)
+            return items
 
     def oldest(self, count: int) -> list[tuple[str, Entry]]:
         """A snapshot of the `count` oldest entries, without copying the rest."""
@@ -131,49 +150,66 @@ class Registry:
         Registering a path again keeps its original time and refreshes its size. A known path
         whose inode changed is a different file under the same name: it starts anew.
         """
+        prefix, name = _split(path)
         with self.lock:
             if self._trackers:
                 self._touch(path)
-            added = self._add(path, registered_at, size_bytes, ino)
+            added = self._add(prefix, name, registered_at, size_bytes, ino)
             self._settle()
             return added
 
     def add_many(self, items: Iterable[tuple[str, float, int, int]]) -> int:
         """`add` each (path, registered_at, size_bytes, ino), sorting once at the end.
 
-        For bulk loads (a scan's findings) that arrive in any order: the side table of late
-        entries is merged once, not every time it outgrows its threshold. Returns how many
-        paths were new. Not recorded by `tracking`: the windows are for concurrent events.
+        For bulk loads (a scan's findings) that arrive in any order: the late entries are
+        merged once, not every time they outgrow their threshold. Returns how many paths
+        were new. Not recorded by `tracking`: the windows are for concurrent events.
         """
         added = 0
         with self.lock:
             self._bulk += 1
             try:
-                added = self._add_all(items)
+                add = self._add
+                for path, registered_at, size_bytes, ino in items:
+                    cut = path.rfind("/") + 1
+                    added += add(path[:cut], path[cut:], registered_at, size_bytes, ino)
             finally:
                 self._bulk -= 1
                 self._settle()
         return added
+
     def load(self, items: Iterable[tuple[str, float, int, int]]) -> int:
         """`add_many` for a load in no time order that the caller keeps in a bulk window
-        (`tracking`): new paths are not ordered one by one, the whole registry is sorted
-        once when the window closes. A start-up's scan registers directory by directory
-        so; until the window closes, iterating sorts on every call."""
-        added = 0
+        (`tracking`): new paths are not ordered one by one, each table they land in is
+        sorted once when the window closes. A start-up's scan registers directory by
+        directory so; until the window closes, iterating sorts on every call."""
+        added = total = 0
         with self.lock:
-            entries = self._entries
-            pack = _pack_bytes
-            from_bytes = _from_bytes
-            total = 0
+            dirs = self._dirs
+            pending = self._pending
+            last_prefix = None
+            table = names = insert = None
             for path, registered_at, size_bytes, ino in items:
-                if path in entries:
-                    added += self._add(path, registered_at, size_bytes, ino)
+                cut = path.rfind("/") + 1
+                prefix, name = path[:cut], path[cut:]
+                if prefix != last_prefix or table is None or names is None or insert is None:
+                    table = dirs.get(prefix)
+                    if table is None:
+                        table = dirs[prefix] = DirTable(self._ints)
+                    table.unsorted = True
+                    pending.add(table)
+                    names, insert, last_prefix = table.names, table.insert, prefix
+                if name in names:
+                    self._count += added
+                    self._total_bytes += total
+                    added = total = 0
+                    added += self._add(prefix, name, registered_at, size_bytes, ino)
+                    last_prefix = None  # the table may have been dropped and made anew
                     continue
-                entries[path] = from_bytes(pack(registered_at, size_bytes, ino), "little")
+                insert(name, registered_at, size_bytes, ino)
                 total += size_bytes
                 added += 1
-            if total or added:
-                self._unsorted = True
+            self._count += added
             self._total_bytes += total
             self._settle()
         return added
@@ -184,38 +220,45 @@ class Registry:
         False (nothing changed) if `path` is unknown or its time is not older than `used_at`.
         Not recorded by `tracking`: size and inode, what a rescan reconciles, stay as they are.
         """
+        prefix, name = _split(path)
         with self.lock:
-            old = self._entries.get(path)
-            if old is None or used_at <= _time(old):
+            table = self._dirs.get(prefix)
+            slot = None if table is None else table.names.get(name)
+            if slot is None or table is None or used_at <= table.times[slot]:
                 return False
-            self._remove(path, old)
-            value = _from_bytes(_pack_bytes(used_at, _size(old), old >> 128), "little")
-            self._insert(path, value, used_at, _size(old))
+            size_bytes, ino = table.sizes[slot], table.inos[slot]
+            self._remove(prefix, table, name, slot)
+            self._insert(prefix, name, used_at, size_bytes, ino)
             self._settle()
             return True
 
     def update_size(self, path: str, size_bytes: int) -> bool:
         """Refresh the size of a registered file; False if it is not registered."""
+        prefix, name = _split(path)
         with self.lock:
             if self._trackers:
                 self._touch(path)
-            old = self._entries.get(path)
-            if old is None:
+            table = self._dirs.get(prefix)
+            slot = None if table is None else table.names.get(name)
+            if slot is None or table is None:
                 return False
-            self._entries[path] = old & _LOW64 | (size_bytes & _LOW64) << 64 | old >> 128 << 128
-            self._total_bytes += size_bytes - _size(old)
+            self._total_bytes += size_bytes - table.sizes[slot]
+            table.sizes[slot] = size_bytes
             return True
 
     def discard(self, path: str) -> Entry | None:
         """Drop `path`; return its entry, or None if it was not registered."""
+        prefix, name = _split(path)
         with self.lock:
             if self._trackers:
                 self._touch(path)
-            old = self._entries.get(path)
-            if old is None:
+            table = self._dirs.get(prefix)
+            slot = None if table is None else table.names.get(name)
+            if slot is None or table is None:
                 return None
-            self._remove(path, old)
-            return _entry(old)
+            entry = table.entry(slot)
+            self._remove(prefix, table, name, slot)
+            return entry
 
     def move(self, src: str, dst: str) -> bool:
         """A rename: the entry moves to `dst` and keeps its age. False if `src` was unknown."""
@@ -233,11 +276,15 @@ class Registry:
         with self.lock:
             if self._trackers:
                 self._touch_tree(prefix)
-            entries = self._entries
-            doomed = [p for p in entries if p.startswith(prefix)]
-            for path in doomed:
-                self._remove(path, entries[path])
-            return len(doomed)
+            doomed = [p for p in self._dirs if p.startswith(prefix)]
+            gone = 0
+            for table_prefix in doomed:
+                table = self._dirs.pop(table_prefix)
+                gone += len(table)
+                self._total_bytes -= table.total_size()
+                self._pending.discard(table)
+            self._count -= gone
+            return gone
 
     def move_tree(self, src_dir: str, dst_dir: str) -> int:
         """A directory rename: every entry below `src_dir` moves below `dst_dir`."""
@@ -247,23 +294,34 @@ class Registry:
             if self._trackers:
                 self._touch_tree(src_prefix)
                 self._touch_tree(dst_prefix)
-            moving = [p for p in self._entries if p.startswith(src_prefix)]
+            dirs = self._dirs
+            moving = [(p, dirs.pop(p)) for p in [p for p in dirs if p.startswith(src_prefix)]]
+            moved = 0
             self._bulk += 1
             try:
-                for path in moving:
-                    self._move(path, dst_prefix + path[len(src_prefix) :])
+                for prefix, table in moving:
+                    moved += len(table)
+                    target = dst_prefix + prefix[len(src_prefix) :]
+                    if target not in dirs:
+                        dirs[target] = table  # a table renamed keeps its entries and order
+                        continue
+                    for name, slot in table.names.items():  # merged into entries there
+                        size_bytes = table.sizes[slot]
+                        self._count -= 1
+                        self._total_bytes -= size_bytes
+                        self._replace(target, name, table.times[slot], size_bytes, table.inos[slot])
+                    self._pending.discard(table)
             finally:
                 self._bulk -= 1
                 self._settle()
-            return len(moving)
+            return moved
 
     def clear(self) -> None:
         """Forget everything."""
         with self.lock:
-            self._entries.clear()
-            self._late.clear()
-            self._unsorted = False
-            self._tail = float("-inf")
+            self._dirs.clear()
+            self._pending.clear()
+            self._count = 0
             self._total_bytes = 0
 
     @contextmanager
@@ -297,149 +355,74 @@ class Registry:
         for touched in self._trackers:
             touched.trees.add(prefix)
 
-    def _add(self, path: str, registered_at: float, size_bytes: int, ino: int) -> bool:
-        old = self._entries.get(path)
-        if old is not None:
-            old_ino = old >> 128
+    def _add(self, prefix: str, name: str, registered_at: float, size_bytes: int, ino: int) -> bool:
+        table = self._dirs.get(prefix)
+        slot = None if table is None else table.names.get(name)
+        if slot is not None and table is not None:
+            old_ino = table.inos[slot]
             if ino == 0 or old_ino == 0 or old_ino == ino:
-                # Same key, same time: assigning keeps the key's place in the order.
-                self._entries[path] = (
-                    old & _LOW64 | (size_bytes & _LOW64) << 64 | (ino or old_ino) << 128
-                )
-                self._total_bytes += size_bytes - _size(old)
+                # Same name, same time: the entry keeps its place in the order.
+                self._total_bytes += size_bytes - table.sizes[slot]
+                table.sizes[slot] = size_bytes
+                if ino:
+                    table.inos[slot] = ino
                 return False
-            self._remove(path, old)
-        value = _from_bytes(_pack_bytes(registered_at, size_bytes, ino), "little")
-        self._insert(path, value, registered_at, size_bytes)
+            self._remove(prefix, table, name, slot)
+        self._insert(prefix, name, registered_at, size_bytes, ino)
         return True
 
-    def _add_all(self, items: Iterable[tuple[str, float, int, int]]) -> int:
-        # `_add` unrolled for new paths: a start-up rescan brings a million of them.
-        entries = self._entries
-        late = self._late
-        pack = _pack_bytes
-        from_bytes = _from_bytes
-        tail = self._tail if entries else float("-inf")
-        count_before = len(entries)
-        known_added = total = 0
-        try:
-            for path, registered_at, size_bytes, ino in items:
-                if path in entries:
-                    self._tail, self._total_bytes, total = tail, self._total_bytes + total, 0
-                    known_added += self._add(path, registered_at, size_bytes, ino)
-                    tail = self._tail if entries else float("-inf")
-                    continue
-                entries[path] = from_bytes(pack(registered_at, size_bytes, ino), "little")
-                total += size_bytes
-                if registered_at >= tail:
-                    tail = registered_at
-                else:
-                    late[path] = registered_at
-        finally:
-            self._tail = tail
-            self._total_bytes += total
-        # A known path given a new inode is replaced: new, but the count stays.
-        return len(entries) - count_before + known_added
+    def _insert(
+        self, prefix: str, name: str, registered_at: float, size_bytes: int, ino: int
+    ) -> None:
+        table = self._dirs.get(prefix)
+        if table is None:
+            table = self._dirs[prefix] = DirTable(self._ints)
+        if table.insert(name, registered_at, size_bytes, ino) and _needs_sort(table):
+            self._pending.add(table)
+        self._count += 1
+        self._total_bytes += size_bytes
+
+    def _replace(
+        self, prefix: str, name: str, registered_at: float, size_bytes: int, ino: int
+    ) -> None:
+        """`_insert`, dropping first whatever `prefix + name` held."""
+        table = self._dirs.get(prefix)
+        slot = None if table is None else table.names.get(name)
+        if slot is not None and table is not None:
+            self._remove(prefix, table, name, slot)
+        self._insert(prefix, name, registered_at, size_bytes, ino)
+
+    def _remove(self, prefix: str, table: DirTable, name: str, slot: int) -> None:
+        self._total_bytes -= table.sizes[slot]
+        self._count -= 1
+        table.remove(name, slot)
+        if not table.names:
+            del self._dirs[prefix]
+            self._pending.discard(table)
 
     def _move(self, src: str, dst: str) -> bool:
-        value = self._entries.get(src)
-        if value is None:
+        prefix, name = _split(src)
+        table = self._dirs.get(prefix)
+        slot = None if table is None else table.names.get(name)
+        if slot is None or table is None:
             return False
-        self._remove(src, value)
-        replaced = self._entries.get(dst)
-        if replaced is not None:
-            self._remove(dst, replaced)
-        self._insert(dst, value, _time(value), _size(value))
+        registered_at, size_bytes, ino = table.entry(slot)
+        self._remove(prefix, table, name, slot)
+        self._replace(*_split(dst), registered_at, size_bytes, ino)
         return True
 
-    def _insert(self, path: str, value: int, registered_at: float, size_bytes: int) -> None:
-        entries = self._entries
-        if not entries:
-            self._tail = float("-inf")
-        entries[path] = value
-        self._total_bytes += size_bytes
-        if registered_at >= self._tail:
-            self._tail = registered_at
-        else:
-            self._late[path] = registered_at
-
-    def _remove(self, path: str, value: int) -> None:
-        del self._entries[path]
-        self._late.pop(path, None)
-        self._total_bytes -= _size(value)
-
     def _settle(self) -> None:
-        """Rebuild if the side table outgrew its share, unless a bulk load is still open."""
-        if self._bulk:
+        """Sort the tables that need it, unless a bulk load is still open."""
+        if self._bulk or not self._pending:
             return
-        if self._unsorted:
-            self._sort_all()
-        elif len(self._late) > max(_REBUILD_MIN, len(self._entries) // 8):
-            self._rebuild()
-
-    def _sort_all(self) -> None:
-        # By the time's IEEE-754 bits, one cheap key per entry: they order non-negative
-        # times as the floats do; negative ones (mtimes before 1970) sort after them in
-        # reverse, and are moved to the front reversed.
-        items = sorted(self._entries.items(), key=_time_bits)
-        first_negative = bisect.bisect_left(items, _SIGN64, key=_time_bits)
-        if first_negative < len(items):
-            items = items[first_negative:][::-1] + items[:first_negative]
-        self._entries = dict(items)
-        self._late = {}
-        self._unsorted = False
-        self._tail = _time(items[-1][1]) if items else float("-inf")
-
-    def _rebuild(self) -> None:
-        entries = self._entries
-        late = self._late
-        # Two sorted runs, the in-order entries then the late ones: sort() merges them in
-        # linear time. Only the in-order entries need their time unpacked.
-        key = {path: _time(value) for path, value in entries.items() if path not in late}
-        ordered = list(key)
-        ordered += sorted(late, key=late.__getitem__)
-        key.update(late)
-        ordered.sort(key=key.__getitem__)
-        self._entries = {path: entries[path] for path in ordered}
-        self._late = {}
-        self._tail = key[ordered[-1]] if ordered else float("-inf")
+        for table in self._pending:
+            if _needs_sort(table):
+                table.sort()
+        self._pending.clear()
 
     def _iter_oldest(self) -> Iterator[tuple[str, Entry]]:
-        entries = self._entries
-        late = self._late
-        if self._unsorted:
-            return ((p, _entry(v)) for p, v in sorted(entries.items(), key=_time_of_item))
-        if not late:
-            return ((p, _entry(v)) for p, v in entries.items())
-        in_order = ((p, _entry(v)) for p, v in entries.items() if p not in late)
-        out_of_order = [(p, _entry(entries[p])) for p, _ in sorted(late.items(), key=_second)]
-        return heapq.merge(in_order, out_of_order, key=_age)
-
-
-def _entry(value: int) -> Entry:
-    return _make_entry(_unpack_bytes(value.to_bytes(_WIDTH, "little")))
-
-
-def _time(value: int) -> float:
-    at: float = _unpack_time((value & _LOW64).to_bytes(8, "little"))[0]
-    return at
-
-
-def _time_of_item(item: tuple[str, int]) -> float:
-    return _time(item[1])
-
-
-def _time_bits(item: tuple[str, int]) -> int:
-    return item[1] & _LOW64
-
-
-def _size(value: int) -> int:
-    return ((value >> 64 & _LOW64) ^ _SIGN64) - _SIGN64
-
-
-def _second(item: tuple[str, float]) -> float:
-    return item[1]
-
-
-def _age(item: tuple[str, Entry]) -> float:
-    return item[1][0]
+        dirs = self._dirs
+        if len(dirs) == 1:
+            for prefix, table in dirs.items():
+                return table.iter_oldest(prefix)
+        return heapq.merge(*(t.iter_oldest(p) for p, t in dirs.items()), key=age_of)

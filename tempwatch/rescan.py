@@ -111,9 +111,9 @@ def reconcile(
     """
     skip = frozenset(skip_paths)
     files, governed, is_kept = _governed(scan.files, age_by, rules)
-    registered = registry.paths()  # after the scan: ghosts are looked for among these
-    # Compared without the lock (each lookup is atomic): every change is decided under it,
-    # and a path an event changed since is in `touched`.
+    registered = len(registry)  # after the scan: none at a start, so no ghosts either
+    # Each lookup takes the lock alone: every change is decided under it again, and a path
+    # an event changed since is in `touched`.
     if registered:
         matches = registry.matches
         missing = [
@@ -130,7 +130,8 @@ def reconcile(
     ghosts: list[str] = []
     if registered:
         on_disk = {i.path for i in files if i.path not in skip}
-        ghosts = [path for path in registered if path not in on_disk]
+        # Paths registered since by events are in `touched`: checked again before dropped.
+        ghosts = registry.paths_not_in(on_disk)
         del on_disk
     counts = _Counts()
     for infos in _chunks(missing, chunk_size):
