@@ -43,9 +43,21 @@ _make_entry = Entry._make
 class DirTable:
     """The entries of one directory: name -> slot -> (time, size, inode)."""
 
-    __slots__ = ("names", "times", "sizes", "inos", "free", "late", "tail", "unsorted", "ints")
+    __slots__ = (
+        "prefix",
+        "names",
+        "times",
+        "sizes",
+        "inos",
+        "free",
+        "late",
+        "tail",
+        "unsorted",
+        "ints",
+    )
 
-    def __init__(self, ints: list[int]) -> None:
+    def __init__(self, prefix: str, ints: list[int]) -> None:
+        self.prefix = prefix  # the directory's path and a slash: prefix + name is the path
         self.names: dict[str, int] = {}  # name -> slot, in age order but for `late`
         self.times = array("d")
         self.sizes = array("q")
@@ -89,8 +101,10 @@ class DirTable:
         self.late[name] = registered_at
         return True
 
-    def remove(self, name: str, slot: int) -> None:
-        """Drop `name` (at `slot`); compacts when free slots outnumber live ones."""
+    def pop(self, name: str, slot: int) -> Entry:
+        """Drop `name` (at `slot`) and return its entry; compacts when free slots
+        outnumber live ones."""
+        entry = _make_entry((self.times[slot], self.sizes[slot], self.inos[slot]))
         del self.names[name]
         if self.late:
             self.late.pop(name, None)
@@ -100,6 +114,7 @@ class DirTable:
             self._compact()
         if not self.names:
             self.tail = float("-inf")
+        return entry
 
     def sort(self) -> None:
         """Put `names` in age order: a rebuild after late names, or a bulk load's one sort."""
@@ -110,9 +125,15 @@ class DirTable:
         self.unsorted = False
         self.tail = times[order[-1][1]] if order else float("-inf")
 
-    def iter_oldest(self, prefix: str) -> Iterator[tuple[str, Entry]]:
-        """(path, Entry) oldest first; `prefix` is the directory's path with its slash."""
-        names, times, sizes, inos = self.names, self.times, self.sizes, self.inos
+    def iter_oldest(self) -> Iterator[tuple[str, Entry]]:
+        """(path, Entry) oldest first."""
+        prefix, names, times, sizes, inos = (
+            self.prefix,
+            self.names,
+            self.times,
+            self.sizes,
+            self.inos,
+        )
         make = _make_entry
         if self.unsorted:
             order = sorted(names.items(), key=lambda item: times[item[1]])

@@ -31,11 +31,7 @@ __all__ = ["Entry", "Registry"]
 
 _REBUILD_MIN = 1024  # late entries a table tolerates before it is sorted again
 
-
-def _split(path: str) -> tuple[str, str]:
-    """(directory prefix with its trailing slash, name); "" prefix for a bare name."""
-    cut = path.rfind("/") + 1
-    return path[:cut], path[cut:]
+_Key = str | None  # a table's key: its directory (rpartition's head); None for bare names
 
 
 def _needs_sort(table: DirTable) -> bool:
@@ -48,7 +44,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self._dirs: dict[str, DirTable] = {}  # "dir/" -> its table; no empty table kept
+        self._dirs: dict[_Key, DirTable] = {}  # no empty table is kept
         self._ints: list[int] = []  # slot ints shared by every table
         self._pending: set[DirTable] = set()  # tables to sort when no bulk load is open
         self._count = 0
@@ -64,30 +60,34 @@ class Registry:
     def __contains__(self, path: object) -> bool:
         if not isinstance(path, str):
             return False
-        prefix, name = _split(path)
-        table = self._dirs.get(prefix)
+        head, sep, name = path.rpartition("/")
+        table = self._dirs.get(head if sep else None)
         return table is not None and name in table.names
 
     def get(self, path: str) -> Entry | None:
         """The entry for `path`, or None."""
-        prefix, name = _split(path)
+        head, sep, name = path.rpartition("/")
         with self.lock:
-            table = self._dirs.get(prefix)
+            table = self._dirs.get(head if sep else None)
             slot = None if table is None else table.names.get(name)
             return None if slot is None or table is None else table.entry(slot)
 
     def matches(self, path: str, size_bytes: int, ino: int) -> bool:
-        """Whether `path` is registered with exactly this size and inode (no Entry built)."""
-        prefix, name = _split(path)
-        with self.lock:
-            table = self._dirs.get(prefix)
-            slot = None if table is None else table.names.get(name)
-            return (
-                slot is not None
-                and table is not None
-                and table.inos[slot] == ino
-                and table.sizes[slot] == size_bytes
-            )
+        """Whether `path` is registered with exactly this size and inode (no Entry built).
+
+        Without the lock: each read is atomic, and an answer an update makes stale at once
+        is one about a path that update touched."""
+        head, sep, name = path.rpartition("/")
+        table = self._dirs.get(head if sep else None)
+        if table is None:
+            return False
+        slot = table.names.get(name)
+        if slot is None:
+            return False
+        try:
+            return table.inos[slot] == ino and table.sizes[slot] == size_bytes
+        except IndexError:  # the table was compacted in between
+            return False
 
     @property
     def total_bytes(self) -> int:
@@ -97,24 +97,24 @@ class Registry:
     def paths(self) -> list[str]:
         """A copy of the registered paths, in no particular order."""
         with self.lock:
-            return [prefix + name for prefix, table in self._dirs.items() for name in table.names]
+            return [t.prefix + name for t in self._dirs.values() for name in t.names]
 
     def paths_not_in(self, present: Container[str]) -> list[str]:
         """The registered paths that `present` lacks (each other path is built and dropped)."""
         with self.lock:
             return [
                 path
-                for prefix, table in self._dirs.items()
+                for table in self._dirs.values()
                 for name in table.names
-                if (path := prefix + name) not in present
+                if (path := table.prefix + name) not in present
             ]
 
     def times(self) -> dict[str, float]:
         """A copy of path -> registration time."""
         with self.lock:
             return {
-                prefix + name: table.times[slot]
-                for prefix, table in self._dirs.items()
+                table.prefix + name: table.times[slot]
+                for table in self._dirs.values()
                 for name, slot in table.names.items()
             }
 
@@ -124,7 +124,7 @@ class Registry:
             if len(self._dirs) < 2:
                 return list(self._iter_oldest())
             # Each table is one sorted run: the sort merges them.
-            items = [item for p, t in self._dirs.items() for item in t.iter_oldest(p)]
+            items = [item for table in self._dirs.values() for item in table.iter_oldest()]
             items.sort(key=age_of)
             return items
 
@@ -150,12 +150,20 @@ class Registry:
         Registering a path again keeps its original time and refreshes its size. A known path
         whose inode changed is a different file under the same name: it starts anew.
         """
-        prefix, name = _split(path)
+        head, sep, name = path.rpartition("/")
+        key = head if sep else None
         with self.lock:
             if self._trackers:
                 self._touch(path)
-            added = self._add(prefix, name, registered_at, size_bytes, ino)
-            self._settle()
+            table = self._dirs.get(key)
+            if table is not None and name in table.names:
+                added = self._add(key, name, registered_at, size_bytes, ino)
+            else:  # the common case, a new file, with one call less
+                table = table if table is not None else self._table(key)
+                self._insert(table, name, registered_at, size_bytes, ino)
+                added = True
+            if self._pending and not self._bulk:
+                self._settle()
             return added
 
     def add_many(self, items: Iterable[tuple[str, float, int, int]]) -> int:
@@ -169,10 +177,7 @@ class Registry:
         with self.lock:
             self._bulk += 1
             try:
-                add = self._add
-                for path, registered_at, size_bytes, ino in items:
-                    cut = path.rfind("/") + 1
-                    added += add(path[:cut], path[cut:], registered_at, size_bytes, ino)
+                added = self._add_all(items, unsorted=False)
             finally:
                 self._bulk -= 1
                 self._settle()
@@ -183,34 +188,8 @@ class Registry:
         (`tracking`): new paths are not ordered one by one, each table they land in is
         sorted once when the window closes. A start-up's scan registers directory by
         directory so; until the window closes, iterating sorts on every call."""
-        added = total = 0
         with self.lock:
-            dirs = self._dirs
-            pending = self._pending
-            last_prefix = None
-            table = names = insert = None
-            for path, registered_at, size_bytes, ino in items:
-                cut = path.rfind("/") + 1
-                prefix, name = path[:cut], path[cut:]
-                if prefix != last_prefix or table is None or names is None or insert is None:
-                    table = dirs.get(prefix)
-                    if table is None:
-                        table = dirs[prefix] = DirTable(self._ints)
-                    table.unsorted = True
-                    pending.add(table)
-                    names, insert, last_prefix = table.names, table.insert, prefix
-                if name in names:
-                    self._count += added
-                    self._total_bytes += total
-                    added = total = 0
-                    added += self._add(prefix, name, registered_at, size_bytes, ino)
-                    last_prefix = None  # the table may have been dropped and made anew
-                    continue
-                insert(name, registered_at, size_bytes, ino)
-                total += size_bytes
-                added += 1
-            self._count += added
-            self._total_bytes += total
+            added = self._add_all(items, unsorted=True)
             self._settle()
         return added
 
@@ -220,25 +199,25 @@ class Registry:
         False (nothing changed) if `path` is unknown or its time is not older than `used_at`.
         Not recorded by `tracking`: size and inode, what a rescan reconciles, stay as they are.
         """
-        prefix, name = _split(path)
+        head, sep, name = path.rpartition("/")
+        key = head if sep else None
         with self.lock:
-            table = self._dirs.get(prefix)
+            table = self._dirs.get(key)
             slot = None if table is None else table.names.get(name)
             if slot is None or table is None or used_at <= table.times[slot]:
                 return False
-            size_bytes, ino = table.sizes[slot], table.inos[slot]
-            self._remove(prefix, table, name, slot)
-            self._insert(prefix, name, used_at, size_bytes, ino)
+            _, size_bytes, ino = self._pop(key, table, name, slot)
+            self._insert(self._table(key), name, used_at, size_bytes, ino)
             self._settle()
             return True
 
     def update_size(self, path: str, size_bytes: int) -> bool:
         """Refresh the size of a registered file; False if it is not registered."""
-        prefix, name = _split(path)
+        head, sep, name = path.rpartition("/")
         with self.lock:
             if self._trackers:
                 self._touch(path)
-            table = self._dirs.get(prefix)
+            table = self._dirs.get(head if sep else None)
             slot = None if table is None else table.names.get(name)
             if slot is None or table is None:
                 return False
@@ -248,27 +227,40 @@ class Registry:
 
     def discard(self, path: str) -> Entry | None:
         """Drop `path`; return its entry, or None if it was not registered."""
-        prefix, name = _split(path)
+        head, sep, name = path.rpartition("/")
+        key = head if sep else None
         with self.lock:
             if self._trackers:
                 self._touch(path)
-            table = self._dirs.get(prefix)
+            table = self._dirs.get(key)
             slot = None if table is None else table.names.get(name)
             if slot is None or table is None:
                 return None
-            entry = table.entry(slot)
-            self._remove(prefix, table, name, slot)
+            entry = table.pop(name, slot)  # `_pop`, with one call less
+            self._count -= 1
+            self._total_bytes -= entry.size_bytes
+            if not table.names:
+                del self._dirs[key]
+                self._pending.discard(table)
             return entry
 
     def move(self, src: str, dst: str) -> bool:
         """A rename: the entry moves to `dst` and keeps its age. False if `src` was unknown."""
+        head, sep, name = src.rpartition("/")
+        key = head if sep else None
         with self.lock:
             if self._trackers:
                 self._touch(src)
                 self._touch(dst)
-            moved = self._move(src, dst)
+            table = self._dirs.get(key)
+            slot = None if table is None else table.names.get(name)
+            if slot is None or table is None:
+                return False
+            registered_at, size_bytes, ino = self._pop(key, table, name, slot)
+            head, sep, name = dst.rpartition("/")
+            self._replace(head if sep else None, name, registered_at, size_bytes, ino)
             self._settle()
-            return moved
+            return True
 
     def discard_tree(self, directory: str) -> int:
         """Drop every entry below `directory`; return how many."""
@@ -276,10 +268,10 @@ class Registry:
         with self.lock:
             if self._trackers:
                 self._touch_tree(prefix)
-            doomed = [p for p in self._dirs if p.startswith(prefix)]
+            doomed = [k for k, t in self._dirs.items() if t.prefix.startswith(prefix)]
             gone = 0
-            for table_prefix in doomed:
-                table = self._dirs.pop(table_prefix)
+            for key in doomed:
+                table = self._dirs.pop(key)
                 gone += len(table)
                 self._total_bytes -= table.total_size()
                 self._pending.discard(table)
@@ -295,21 +287,22 @@ class Registry:
                 self._touch_tree(src_prefix)
                 self._touch_tree(dst_prefix)
             dirs = self._dirs
-            moving = [(p, dirs.pop(p)) for p in [p for p in dirs if p.startswith(src_prefix)]]
+            below = [k for k, t in dirs.items() if t.prefix.startswith(src_prefix)]
+            moving = [dirs.pop(key) for key in below]
             moved = 0
             self._bulk += 1
             try:
-                for prefix, table in moving:
+                for table in moving:
                     moved += len(table)
-                    target = dst_prefix + prefix[len(src_prefix) :]
-                    if target not in dirs:
-                        dirs[target] = table  # a table renamed keeps its entries and order
+                    prefix = dst_prefix + table.prefix[len(src_prefix) :]
+                    if prefix[:-1] not in dirs:
+                        table.prefix = prefix  # renamed: its entries keep their order
+                        dirs[prefix[:-1]] = table
                         continue
-                    for name, slot in table.names.items():  # merged into entries there
-                        size_bytes = table.sizes[slot]
+                    for name, slot in table.names.items():  # merged into the entries there
                         self._count -= 1
-                        self._total_bytes -= size_bytes
-                        self._replace(target, name, table.times[slot], size_bytes, table.inos[slot])
+                        self._total_bytes -= table.sizes[slot]
+                        self._replace(prefix[:-1], name, *table.entry(slot))
                     self._pending.discard(table)
             finally:
                 self._bulk -= 1
@@ -345,7 +338,7 @@ class Registry:
                 self._bulk -= 1
                 self._settle()
 
-    # -- internals ---------------------------------------------------------------
+    # -- internals (the lock held) -------------------------------------------------
 
     def _touch(self, path: str) -> None:
         for touched in self._trackers:
@@ -355,61 +348,86 @@ class Registry:
         for touched in self._trackers:
             touched.trees.add(prefix)
 
-    def _add(self, prefix: str, name: str, registered_at: float, size_bytes: int, ino: int) -> bool:
-        table = self._dirs.get(prefix)
-        slot = None if table is None else table.names.get(name)
-        if slot is not None and table is not None:
-            old_ino = table.inos[slot]
-            if ino == 0 or old_ino == 0 or old_ino == ino:
-                # Same name, same time: the entry keeps its place in the order.
-                self._total_bytes += size_bytes - table.sizes[slot]
-                table.sizes[slot] = size_bytes
-                if ino:
-                    table.inos[slot] = ino
-                return False
-            self._remove(prefix, table, name, slot)
-        self._insert(prefix, name, registered_at, size_bytes, ino)
+    def _table(self, key: _Key) -> DirTable:
+        table = self._dirs.get(key)
+        if table is None:
+            prefix = "" if key is None else key + "/"
+            table = self._dirs[key] = DirTable(prefix, self._ints)
+        return table
+
+    def _add_all(self, items: Iterable[tuple[str, float, int, int]], *, unsorted: bool) -> int:
+        # `add` for many paths, the table kept from one path to the next of its directory.
+        # `unsorted`: each table is marked to be sorted once, at the end of the bulk load.
+        last: object = self  # no key is the registry itself
+        table: DirTable | None = None
+        insert = names = None
+        known = fresh = total = 0  # the counts of new names are added up at the end
+        try:
+            for path, registered_at, size_bytes, ino in items:
+                head, sep, name = path.rpartition("/")
+                key = head if sep else None
+                if key != last or table is None or insert is None or names is None:
+                    table = self._table(key)
+                    insert, names, last = table.insert, table.names, key
+                    if unsorted:
+                        table.unsorted = True
+                        self._pending.add(table)
+                if name in names:
+                    known += self._add(key, name, registered_at, size_bytes, ino)
+                    last = self  # the table may have been dropped and made anew
+                    continue
+                if insert(name, registered_at, size_bytes, ino) and _needs_sort(table):
+                    self._pending.add(table)
+                fresh += 1
+                total += size_bytes
+        finally:
+            self._count += fresh
+            self._total_bytes += total
+        return known + fresh
+
+    def _add(self, key: _Key, name: str, registered_at: float, size_bytes: int, ino: int) -> bool:
+        table = self._dirs.get(key)
+        if table is not None:
+            slot = table.names.get(name)
+            if slot is not None:
+                old_ino = table.inos[slot]
+                if ino == 0 or old_ino == 0 or old_ino == ino:
+                    # Same name, same time: the entry keeps its place in the order.
+                    self._total_bytes += size_bytes - table.sizes[slot]
+                    table.sizes[slot] = size_bytes
+                    if ino:
+                        table.inos[slot] = ino
+                    return False
+                self._pop(key, table, name, slot)
+        self._insert(self._table(key), name, registered_at, size_bytes, ino)
         return True
 
     def _insert(
-        self, prefix: str, name: str, registered_at: float, size_bytes: int, ino: int
+        self, table: DirTable, name: str, registered_at: float, size_bytes: int, ino: int
     ) -> None:
-        table = self._dirs.get(prefix)
-        if table is None:
-            table = self._dirs[prefix] = DirTable(self._ints)
         if table.insert(name, registered_at, size_bytes, ino) and _needs_sort(table):
             self._pending.add(table)
         self._count += 1
         self._total_bytes += size_bytes
 
     def _replace(
-        self, prefix: str, name: str, registered_at: float, size_bytes: int, ino: int
+        self, key: _Key, name: str, registered_at: float, size_bytes: int, ino: int
     ) -> None:
-        """`_insert`, dropping first whatever `prefix + name` held."""
-        table = self._dirs.get(prefix)
+        """`_insert`, dropping first whatever held that name."""
+        table = self._dirs.get(key)
         slot = None if table is None else table.names.get(name)
         if slot is not None and table is not None:
-            self._remove(prefix, table, name, slot)
-        self._insert(prefix, name, registered_at, size_bytes, ino)
+            self._pop(key, table, name, slot)
+        self._insert(self._table(key), name, registered_at, size_bytes, ino)
 
-    def _remove(self, prefix: str, table: DirTable, name: str, slot: int) -> None:
-        self._total_bytes -= table.sizes[slot]
+    def _pop(self, key: _Key, table: DirTable, name: str, slot: int) -> Entry:
+        entry = table.pop(name, slot)
         self._count -= 1
-        table.remove(name, slot)
+        self._total_bytes -= entry.size_bytes
         if not table.names:
-            del self._dirs[prefix]
+            del self._dirs[key]
             self._pending.discard(table)
-
-    def _move(self, src: str, dst: str) -> bool:
-        prefix, name = _split(src)
-        table = self._dirs.get(prefix)
-        slot = None if table is None else table.names.get(name)
-        if slot is None or table is None:
-            return False
-        registered_at, size_bytes, ino = table.entry(slot)
-        self._remove(prefix, table, name, slot)
-        self._replace(*_split(dst), registered_at, size_bytes, ino)
-        return True
+        return entry
 
     def _settle(self) -> None:
         """Sort the tables that need it, unless a bulk load is still open."""
@@ -421,8 +439,8 @@ class Registry:
         self._pending.clear()
 
     def _iter_oldest(self) -> Iterator[tuple[str, Entry]]:
-        dirs = self._dirs
-        if len(dirs) == 1:
-            for prefix, table in dirs.items():
-                return table.iter_oldest(prefix)
-        return heapq.merge(*(t.iter_oldest(p) for p, t in dirs.items()), key=age_of)
+        tables = self._dirs.values()
+        if len(tables) == 1:
+            for table in tables:
+                return table.iter_oldest()
+        return heapq.merge(*(table.iter_oldest() for table in tables), key=age_of)
