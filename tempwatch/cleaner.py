@@ -308,15 +308,16 @@ def _record(
         # Through the fast lane: made once, straight to the CLI's JSON sinks; not even built
         # when no sink would write it (`clean` prints its own line per file).
         # A dry run's line must not count as a deletion: `select(.event == "deleted")`.
-        loglane.log_deletion(
-            level,
-            "would delete" if dry_run else "deleted",
-            "would-delete" if dry_run else "deleted",
-            decision.path,
-            decision.reason.value,
-            round(decision.age_seconds, 3),
-            result.size_bytes,
-        )
+        if loglane.is_heard(level):
+            loglane.log_deletion(
+                level,
+                "would delete" if dry_run else "deleted",
+                "would-delete" if dry_run else "deleted",
+                decision.path,
+                decision.reason.value,
+                round(decision.age_seconds, 3),
+                result.size_bytes,
+            )
         if listener is not None:
             listener.on_deleted(decision, result)
     elif outcome is Outcome.VANISHED:
