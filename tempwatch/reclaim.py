@@ -136,6 +136,7 @@ class Reclaimer:
         self._last_at = float("-inf")  # the last check (monotonic)
         self._backoff = 0.0  # nothing could be freed: wait this long (writes cut it short)
         self._is_failing = False  # deletions fail or statvfs does: only time ends the wait
+        self._again = False  # the last check freed space: check again at once
         self._error = ""  # the failure last logged
         self._check_lock = threading.Lock()  # the enforcer and a pass may both check
         self._warned_at = float("-inf")
@@ -202,7 +203,11 @@ class Reclaimer:
     # -- called from the enforcer's thread -----------------------------------------------
 
     def next_check_at(self) -> float:
-        """When the next check is due (monotonic)."""
+        """When the next check is due (monotonic). After an eviction that freed space, at
+        once: a writer may have filled it again meanwhile, and the next eviction is what
+        keeps the filesystem above its watermark, not the next timer."""
+        if self._again:
+            return self._last_at
         if self._is_failing:
             return self._last_at + self._backoff
         if self._written:
@@ -229,7 +234,7 @@ class Reclaimer:
             now = self._monotonic()
             if not full_pass and now < self.next_check_at():
                 return None
-            self._written = False
+            self._written = self._again = False
             self._last_at = now
             return self._check(config, watermarks, deleter, full_pass)
 
@@ -294,6 +299,7 @@ class Reclaimer:
                 self._back_off(config)  # nothing could be done: wait for a change, not a spin
             else:
                 self._backoff = 0.0
+                self._again = True  # freed some: whether it stays freed is the next check's
             if not pressure.is_met:
                 self._warn(config, force=full_pass)
         return report

@@ -297,6 +297,63 @@ def test_a_read_only_filesystem_is_retried_with_a_growing_delay_then_recovers(
     assert any(line.startswith("INFO pressure-over ") for line in log_lines)
 
 
+class _Refill:
+    """A writer that writes a new file for each one evicted: still low after the eviction."""
+
+    def __init__(self, base: Path, registry: Registry) -> None:
+        self._base, self._registry, self.written = base, registry, 0
+
+    def on_deleted(self, decision: object, result: object) -> None:
+        self.written += 1
+        path = self._base / f"new{self.written}"
+        path.write_bytes(b"x" * (2 * MiB))
+        self._registry.add(str(path), time.time(), 2 * MiB, path.stat().st_ino)
+
+    def on_skipped_open(self, decision: object) -> None:
+        pass
+
+    def on_failed(self, decision: object, result: object) -> None:
+        pass
+
+    def on_pass(self, report: object) -> None:
+        pass
+
+
+def test_after_an_eviction_a_writer_undid_the_next_check_is_due_at_once(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "fs", size="16m") as fs:
+        base = fs / "tmp"
+        base.mkdir()
+        registry = Registry()
+        for i in range(6):
+            path = base / f"f{i}"
+            path.write_bytes(b"x" * (2 * MiB))
+            registry.add(str(path), float(i), 2 * MiB, path.stat().st_ino)
+        config = pressure_config(base, min_free_space=FreeAmount(50, is_percent=True))
+        watermarks = watermarks_of(config)
+        clock = FakeMonotonic()
+        refill = _Refill(base, registry)
+        reclaimer = Reclaimer(
+            registry, base_dir=str(base), sweep=lambda _: NO_OPEN_FILES, clock=time.time,
+            listener=refill, act_lock=threading.Lock(), monotonic=clock,
+        )  # fmt: skip
+        deleter = deleter_for(config)
+
+        report = reclaimer.check(config, watermarks, deleter)
+        assert report is not None and len(report.deleted) == 3 and refill.written == 3
+        assert read_usage(str(base)).free_bytes < 8 * MiB  # the writer filled it again
+        assert reclaimer.wait_seconds(watermarks) == 0  # not the timer: evict again now
+        report = reclaimer.check(config, watermarks, deleter)
+        assert report is not None and len(report.deleted) == 3
+
+        refill.on_deleted = lambda decision, result: None  # type: ignore[method-assign]
+        report = reclaimer.check(config, watermarks, deleter)
+        assert report is not None and len(report.deleted) == 3
+        assert read_usage(str(base)).free_bytes >= 8 * MiB
+        assert reclaimer.wait_seconds(watermarks) == 0  # one more look, then the timer
+        assert reclaimer.check(config, watermarks, deleter) is None
+        assert reclaimer.wait_seconds(watermarks) > 0
+
+
 def test_a_filesystem_that_cannot_be_read_is_retried(tmp_path: Path) -> None:
     base = tmp_path / "gone"
     config = pressure_config(tmp_path, min_free_space=FreeAmount(MiB))
