@@ -101,6 +101,22 @@ class DirTable:
         self.late[name] = registered_at
         return True
 
+    def extend(
+        self, names: list[str], times: list[float], sizes: list[int], inos: list[int]
+    ) -> None:
+        """Add names none of which is in the table (nor twice in `names`), in no order:
+        the table is left `unsorted`. The columns grow by whole lists, in C."""
+        start = len(self.times)
+        end = start + len(names)
+        ints = self.ints
+        if end > len(ints):
+            ints.extend(range(len(ints), 2 * end + 64))
+        self.times.fromlist(times)
+        self.sizes.fromlist(sizes)
+        self.inos.fromlist(inos)
+        self.names.update(zip(names, ints[start:end], strict=True))
+        self.unsorted = True
+
     def pop(self, name: str, slot: int) -> Entry:
         """Drop `name` (at `slot`) and return its entry; compacts when free slots
         outnumber live ones."""

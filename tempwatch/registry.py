@@ -1,19 +1,15 @@
 """The registry: every file tempwatch knows about, with its registration time, size and inode.
 
-Memory: the files are held per directory (`tempwatch.dirtable`): one table per directory
-path, in which a file is its name, one dict slot and 24 bytes of columns. The directory's
-path is stored once per table instead of once per file; paths are put together again only
-when asked for (iteration, `paths`, `times`). Benchmark 5 (a million files, a thousand a
-directory) measured 120 bytes of RSS per file, where one dict of whole paths to packed ints
-took 192. A directory holding more files than any other so far pays 32 bytes more for
-each slot beyond (a new slot int).
+Memory: files are held per directory (`tempwatch.dirtable`), a file being its name, a dict
+slot and 24 bytes of columns; a path is put together again only when asked for. Benchmark
+5 (a million files, a thousand a directory) measured 120 bytes of RSS per file, where one
+dict of whole paths to packed ints took 192.
 
-Order: each table is kept in age order but for a few late entries (a file found by a scan,
-a renamed file keeping its age) that iteration merges in; the registry iterates oldest
-first by merging its tables. A table whose late entries outgrow a fraction of it is sorted
-again; a bulk load (`add_many`, or anything inside a `tracking` window) sorts once, at its
-end. A start-up's scan (`load`) adds in no order at all and sorts each table once, so that
-it can register each directory as it is listed and free the scan's objects as it goes.
+Order: each table is in age order but for a few late entries (a file found by a scan, a
+renamed file keeping its age) that iteration merges in; the registry merges its tables. A
+table whose late entries outgrow a fraction of it is sorted again; a bulk load (`add_many`,
+or anything inside a `tracking` window) sorts once, at its end. A start-up's scan (`load`)
+adds in no order and sorts each table once, registering each directory as it is listed.
 
 All methods are thread-safe. `lock` is exposed so that a caller can check and act as one
 step (the reconciling rescan does).
@@ -22,6 +18,7 @@ step (the reconciling rescan does).
 from __future__ import annotations
 
 import heapq
+import itertools
 import threading
 from collections.abc import Container, Iterable, Iterator
 from contextlib import contextmanager
@@ -60,25 +57,17 @@ class Registry:
         return self._count
 
     def __contains__(self, path: object) -> bool:
-        if not isinstance(path, str):
-            return False
-        head, sep, name = path.rpartition("/")
-        table = self._dirs.get(head if sep else None)
-        return table is not None and name in table.names
+        return isinstance(path, str) and self._locate(path)[2] is not None
 
     def get(self, path: str) -> Entry | None:
         """The entry for `path`, or None."""
-        head, sep, name = path.rpartition("/")
         with self.lock:
-            table = self._dirs.get(head if sep else None)
-            slot = None if table is None else table.names.get(name)
-            return None if slot is None or table is None else table.entry(slot)
+            _, _, table, slot = self._locate(path)
+            return None if table is None else table.entry(slot)
 
     def matches(self, path: str, size_bytes: int, ino: int) -> bool:
         """Whether `path` is registered with exactly this size and inode (no Entry built).
-
-        Without the lock: each read is atomic, and an answer an update makes stale at once
-        is one about a path that update touched."""
+        Without the lock: an answer an update makes stale is about a path it touched."""
         head, sep, name = path.rpartition("/")
         table = self._dirs.get(head if sep else None)
         if table is None:
@@ -133,12 +122,7 @@ class Registry:
     def oldest(self, count: int) -> list[tuple[str, Entry]]:
         """A snapshot of the `count` oldest entries, without copying the rest."""
         with self.lock:
-            result: list[tuple[str, Entry]] = []
-            for item in self._iter_oldest():
-                if len(result) >= count:
-                    break
-                result.append(item)
-            return result
+            return list(itertools.islice(self._iter_oldest(), count))
 
     def iter_oldest(self) -> Iterator[tuple[str, Entry]]:
         """Iterate oldest first. Hold `lock` while iterating."""
@@ -175,25 +159,45 @@ class Registry:
         merged once, not every time they outgrow their threshold. Returns how many paths
         were new. Not recorded by `tracking`: the windows are for concurrent events.
         """
-        added = 0
         with self.lock:
             self._bulk += 1
             try:
-                added = self._add_all(items, unsorted=False)
+                return self._add_all(items, unsorted=False)
             finally:
                 self._bulk -= 1
                 self._settle()
-        return added
 
     def load(self, items: Iterable[tuple[str, float, int, int]]) -> int:
-        """`add_many` for a load in no time order that the caller keeps in a bulk window
-        (`tracking`): new paths are not ordered one by one, each table they land in is
-        sorted once when the window closes. A start-up's scan registers directory by
-        directory so; until the window closes, iterating sorts on every call."""
+        """`add_many` for a load in no time order inside a bulk window (`tracking`): each
+        table it adds to is sorted once, when the window closes (until then, iterating
+        sorts on every call)."""
         with self.lock:
             added = self._add_all(items, unsorted=True)
             self._settle()
         return added
+
+    def load_directory(
+        self, directory: str, names: list[str], times: list[float], sizes: list[int],
+        inos: list[int],
+    ) -> int:  # fmt: skip
+        """`load` for one directory's files, in columns (`times[i]` is `names[i]`'s): a
+        start-up's scan lists a directory so. New names go in whole."""
+        key = directory.rstrip("/")
+        with self.lock:
+            table = self._dirs.get(key)
+            if len(set(names)) < len(names) or not (
+                table is None or table.names.keys().isdisjoint(names)
+            ):
+                paths = [f"{key}/{name}" for name in names]
+                return self.load(zip(paths, times, sizes, inos, strict=True))
+            if names:
+                table = self._table(key)
+                table.extend(names, times, sizes, inos)
+                self._pending.add(table)
+                self._count += len(names)
+                self._total_bytes += sum(sizes)
+                self._settle()
+        return len(names)
 
     def renew(self, path: str, used_at: float) -> bool:
         """A later use of a registered file: its time moves forward to `used_at`.
@@ -201,12 +205,9 @@ class Registry:
         False (nothing changed) if `path` is unknown or its time is not older than `used_at`.
         Not recorded by `tracking`: size and inode, what a rescan reconciles, stay as they are.
         """
-        head, sep, name = path.rpartition("/")
-        key = head if sep else None
         with self.lock:
-            table = self._dirs.get(key)
-            slot = None if table is None else table.names.get(name)
-            if slot is None or table is None or used_at <= table.times[slot]:
+            key, name, table, slot = self._locate(path)
+            if table is None or used_at <= table.times[slot]:
                 return False
             _, size_bytes, ino = self._pop(key, table, name, slot)
             self._insert(self._table(key), name, used_at, size_bytes, ino)
@@ -215,13 +216,11 @@ class Registry:
 
     def update_size(self, path: str, size_bytes: int) -> bool:
         """Refresh the size of a registered file; False if it is not registered."""
-        head, sep, name = path.rpartition("/")
         with self.lock:
             if self._trackers:
                 self._touch(path)
-            table = self._dirs.get(head if sep else None)
-            slot = None if table is None else table.names.get(name)
-            if slot is None or table is None:
+            _, _, table, slot = self._locate(path)
+            if table is None:
                 return False
             self._total_bytes += size_bytes - table.sizes[slot]
             table.sizes[slot] = size_bytes
@@ -248,15 +247,12 @@ class Registry:
 
     def move(self, src: str, dst: str) -> bool:
         """A rename: the entry moves to `dst` and keeps its age. False if `src` was unknown."""
-        head, sep, name = src.rpartition("/")
-        key = head if sep else None
         with self.lock:
             if self._trackers:
                 self._touch(src)
                 self._touch(dst)
-            table = self._dirs.get(key)
-            slot = None if table is None else table.names.get(name)
-            if slot is None or table is None:
+            key, name, table, slot = self._locate(src)
+            if table is None:
                 return False
             registered_at, size_bytes, ino = self._pop(key, table, name, slot)
             head, sep, name = dst.rpartition("/")
@@ -270,14 +266,11 @@ class Registry:
         with self.lock:
             if self._trackers:
                 self._touch_tree(prefix)
-            doomed = [k for k, t in self._dirs.items() if t.prefix.startswith(prefix)]
-            gone = 0
-            for key in doomed:
-                table = self._dirs.pop(key)
-                gone += len(table)
-                self._total_bytes -= table.total_size()
-                self._pending.discard(table)
-            self._count -= gone
+            below = [k for k, t in self._dirs.items() if t.prefix.startswith(prefix)]
+            doomed = [self._dirs.pop(key) for key in below]
+            self._pending.difference_update(doomed)
+            self._total_bytes -= sum(table.total_size() for table in doomed)
+            self._count -= (gone := sum(map(len, doomed)))
             return gone
 
     def move_tree(self, src_dir: str, dst_dir: str) -> int:
@@ -349,6 +342,14 @@ class Registry:
     def _touch_tree(self, prefix: str) -> None:
         for touched in self._trackers:
             touched.trees.add(prefix)
+
+    def _locate(self, path: str) -> tuple[_Key, str, DirTable | None, int]:
+        """(key, name, table, slot) of `path`; table None if it is not registered."""
+        head, sep, name = path.rpartition("/")
+        key = head if sep else None
+        table = self._dirs.get(key)
+        slot = None if table is None else table.names.get(name)
+        return (key, name, None, -1) if slot is None else (key, name, table, slot)
 
     def _table(self, key: _Key) -> DirTable:
         table = self._dirs.get(key)

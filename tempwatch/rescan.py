@@ -162,18 +162,25 @@ def _settle_missing(
     governed: Callable[[str], AgeBy | None],
     is_kept: Callable[[str], bool],
     *,
-    in_order: bool = True,
+    directory: str | None = None,
 ) -> None:
     """Register files the registry lacks (or holds with another size or inode), under one
     hold of the lock; those an event touched since the scan are checked with lstat.
-    `in_order=False`: they come in no time order, inside the rescan's window."""
+    They come oldest first, or with `directory`: all in it, in no time order, inside the
+    rescan's window (given to the registry by name, in columns)."""
     with registry.lock:
         unsure = None if touched is None else touched.among(i.path for i in infos)
         if unsure is None:
             unsure = {i.path for i in infos}
         sure = [i for i in infos if i.path not in unsure] if unsure else infos
-        add = registry.add_many if in_order else registry.load
-        added = add((i.path, used_at(i), i.size_bytes, i.ino) for i in sure)
+        if directory is None:
+            added = registry.add_many((i.path, used_at(i), i.size_bytes, i.ino) for i in sure)
+        else:
+            cut = len(directory) + 1
+            added = registry.load_directory(
+                directory, [i.path[cut:] for i in sure], [used_at(i) for i in sure],
+                [i.size_bytes for i in sure], [i.ino for i in sure],
+            )  # fmt: skip
         # Each of them differed from its entry: if not new, it was resized (or its inode
         # learnt).
         counts.added += added
@@ -206,12 +213,15 @@ def _load(
         infos, governed, is_kept = _governed(files, age_by, rules)
         if skip:
             infos = [i for i in infos if i.path not in skip]
+        if not infos:
+            return
         # Directories come in no time order: the registry sorts once, at the window's end.
         used_at = _time_getter(infos, age_by, rules)
+        directory = infos[0].path.rpartition("/")[0]  # one directory's files a call
         for chunk in _chunks(infos, CHUNK_SIZE):
             _settle_missing(
                 registry, chunk, touched, used_at, counts, lstat_any, skip, governed, is_kept,
-                in_order=False,
+                directory=directory,
             )
 
     scan = scan_tree(

@@ -44,6 +44,7 @@ _OPS = st.lists(
             [
                 "add",
                 "load",
+                "load_dir",
                 "move",
                 "discard",
                 "renew",
@@ -74,6 +75,15 @@ def _apply(
     elif op == "load":
         batch = [(_path(d1, n1 + k), when - k, k, (n2 + k) % 4) for k in range(4)]
         assert registry.load(batch) == sum(_model_add(model, *item) for item in batch)
+    elif op == "load_dir" and _DIRS[d1 % len(_DIRS)]:  # a directory's names, as a scan's
+        directory = _DIRS[d1 % len(_DIRS)]
+        names = [f"f{n1 + k * (n2 % 3)}" for k in range(4)]  # repeated when n2 % 3 == 0
+        times, sizes, inos = [when + k for k in range(4)], [1, 2, 3, 4], [0, 1, 2, 3]
+        expected = sum(
+            _model_add(model, directory + n, t, z, i)
+            for n, t, z, i in zip(names, times, sizes, inos, strict=True)
+        )
+        assert registry.load_directory(directory, names, times, sizes, inos) == expected
     elif op == "move" and src in model and src != dst:
         assert registry.move(src, dst)
         model[dst] = model.pop(src)
@@ -204,3 +214,18 @@ def test_slot_ints_are_shared_by_every_table() -> None:
     slots = [table.names[str(299)] for table in registry._dirs.values()]
     assert slots[0] is slots[1] is slots[2], "one int object for slot 299, whatever the table"
     assert isinstance(registry._dirs["/s/0"], DirTable)
+
+
+def test_a_directory_loaded_whole_or_name_by_name_when_it_must() -> None:
+    registry = Registry()
+    with registry.tracking():
+        assert registry.load_directory("/w", ["b", "a"], [2.0, 1.0], [5, 6], [1, 2]) == 2
+        assert registry.load_directory("/", ["top"], [0.5], [1], [3]) == 1
+        assert registry.load_directory("/w/", [], [], [], []) == 0
+        # A name known already keeps its time and takes the new size; one listed twice
+        # counts once.
+        names, times = ["a", "c", "c"], [9.0, 3.0, 4.0]
+        assert registry.load_directory("/w", names, times, [7, 8, 8], [2, 4, 4]) == 1
+    assert registry.get("/w/a") == (1.0, 7, 2)
+    assert [p for p, _ in registry.oldest_first()] == ["/top", "/w/a", "/w/b", "/w/c"]
+    assert registry.total_bytes == 7 + 5 + 1 + 8 and len(registry) == 4
