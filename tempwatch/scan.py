@@ -237,6 +237,7 @@ class _Walk:
     ) -> tuple[list[tuple[str, os.stat_result]], bool]:
         # The hot loop of every scan: keep per-entry work to one lstat and a few comparisons.
         add_file = self.files.append
+        new_info = tuple.__new__  # FileInfo's own __new__ is Python code, twice the cost
         skip = self.skip
         names = self.names
         paths = self.paths
@@ -264,16 +265,19 @@ class _Walk:
                         path = prefix + name
                         if path not in skip:
                             add_file(
-                                FileInfo(
-                                    path,
-                                    st.st_size,
-                                    st.st_mtime,
-                                    st.st_dev,
-                                    st.st_ino,
-                                    st.st_uid,
-                                    kind == _S_IFLNK,
-                                    st.st_ctime,
-                                    st.st_atime,
+                                new_info(
+                                    FileInfo,
+                                    (
+                                        path,
+                                        st.st_size,
+                                        st.st_mtime,
+                                        st.st_dev,
+                                        st.st_ino,
+                                        st.st_uid,
+                                        kind == _S_IFLNK,
+                                        st.st_ctime,
+                                        st.st_atime,
+                                    ),
                                 )
                             )
                     elif kind == _S_IFDIR:
