@@ -67,7 +67,7 @@ class Registry:
 
     def matches(self, path: str, size_bytes: int, ino: int) -> bool:
         """Whether `path` is registered with exactly this size and inode (no Entry built).
-        Without the lock: an answer an update makes stale is about a path it touched."""
+        Hold `lock` for an answer exact while other threads update (a compaction)."""
         head, sep, name = path.rpartition("/")
         table = self._dirs.get(head if sep else None)
         if table is None:

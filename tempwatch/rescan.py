@@ -112,15 +112,16 @@ def reconcile(
     skip = frozenset(skip_paths)
     files, governed, is_kept = _governed(scan.files, age_by, rules)
     registered = len(registry)  # after the scan: none at a start, so no ghosts either
-    # Each lookup takes the lock alone: every change is decided under it again, and a path
-    # an event changed since is in `touched`.
+    # Compared under the lock a chunk at a time (an entry's figures read as one), every
+    # change decided under it again; a path an event changed since is in `touched`.
     if registered:
         matches = registry.matches
-        missing = [
-            i
-            for i in files
-            if not (i.path in skip or matches(i.path, i.size_bytes, i.ino))
-        ]
+        missing = []
+        for chunk in _chunks(files, chunk_size):
+            with registry.lock:
+                missing += [
+                    i for i in chunk if not (i.path in skip or matches(i.path, i.size_bytes, i.ino))
+                ]
     else:  # the start: whatever an event registered since is in `touched`
         missing = [i for i in files if i.path not in skip] if skip else list(files)
     # Oldest first: added in time order, they extend the registry's order instead of all
