@@ -144,9 +144,12 @@ class Registry:
             table = self._dirs.get(key)
             if table is not None and name in table.names:
                 added = self._add(key, name, registered_at, size_bytes, ino)
-            else:  # the common case, a new file, with one call less
+            else:  # the common case, a new file: `_insert` inlined
                 table = table if table is not None else self._table(key)
-                self._insert(table, name, registered_at, size_bytes, ino)
+                if table.insert(name, registered_at, size_bytes, ino) and _needs_sort(table):
+                    self._pending.add(table)
+                self._count += 1
+                self._total_bytes += size_bytes
                 added = True
             if self._pending and not self._bulk:
                 self._settle()
@@ -284,11 +287,10 @@ class Registry:
             dirs = self._dirs
             below = [k for k, t in dirs.items() if t.prefix.startswith(src_prefix)]
             moving = [dirs.pop(key) for key in below]
-            moved = 0
+            moved = sum(map(len, moving))
             self._bulk += 1
             try:
                 for table in moving:
-                    moved += len(table)
                     prefix = dst_prefix + table.prefix[len(src_prefix) :]
                     if prefix[:-1] not in dirs:
                         table.prefix = prefix  # renamed: its entries keep their order
@@ -309,8 +311,7 @@ class Registry:
         with self.lock:
             self._dirs.clear()
             self._pending.clear()
-            self._count = 0
-            self._total_bytes = 0
+            self._count = self._total_bytes = 0
 
     @contextmanager
     def tracking(self) -> Iterator[Touched]:
@@ -354,8 +355,7 @@ class Registry:
     def _table(self, key: _Key) -> DirTable:
         table = self._dirs.get(key)
         if table is None:
-            prefix = "" if key is None else key + "/"
-            table = self._dirs[key] = DirTable(prefix, self._ints)
+            table = self._dirs[key] = DirTable("" if key is None else key + "/", self._ints)
         return table
 
     def _add_all(self, items: Iterable[tuple[str, float, int, int]], *, unsorted: bool) -> int:
