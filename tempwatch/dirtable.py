@@ -27,6 +27,10 @@ from typing import NamedTuple
 __all__ = ["Entry", "DirTable"]
 
 _COMPACT_MIN = 64
+# Shared empty stand-ins, replaced by a table's own on first use: most tables never need
+# either, and a small directory would pay more for them than for its files.
+_NO_FREE: list[int] = []
+_NO_LATE: dict[str, float] = {}
 
 
 class Entry(NamedTuple):
@@ -62,8 +66,8 @@ class DirTable:
         self.times = array("d")
         self.sizes = array("q")
         self.inos = array("Q")
-        self.free: list[int] = []  # slots to reuse
-        self.late: dict[str, float] = {}  # names out of age order -> their time
+        self.free: list[int] = _NO_FREE  # slots to reuse (a list of its own once any is)
+        self.late: dict[str, float] = _NO_LATE  # names out of age order -> their time
         self.tail = float("-inf")  # time of the newest in-order name
         self.unsorted = False  # a bulk load added names in no order: `sort` before use
         self.ints = ints  # the registry's shared slot ints: ints[i] == i
@@ -87,7 +91,7 @@ class DirTable:
             index = len(times)
             ints = self.ints
             if index >= len(ints):
-                ints.extend(range(len(ints), 2 * index + 64))
+                ints.extend(range(len(ints), index + index // 8 + 64))
             slot = ints[index]
             times.append(registered_at)
             self.sizes.append(size_bytes)
@@ -98,6 +102,8 @@ class DirTable:
         if registered_at >= self.tail:
             self.tail = registered_at
             return False
+        if self.late is _NO_LATE:
+            self.late = {}
         self.late[name] = registered_at
         return True
 
@@ -110,7 +116,7 @@ class DirTable:
         end = start + len(names)
         ints = self.ints
         if end > len(ints):
-            ints.extend(range(len(ints), 2 * end + 64))
+            ints.extend(range(len(ints), end + end // 8 + 64))
         self.times.fromlist(times)
         self.sizes.fromlist(sizes)
         self.inos.fromlist(inos)
@@ -125,6 +131,8 @@ class DirTable:
         if self.late:
             self.late.pop(name, None)
         free = self.free
+        if free is _NO_FREE:
+            self.free = free = []
         free.append(slot)
         if len(free) > _COMPACT_MIN and len(free) > len(self.names):
             self._compact()
@@ -137,7 +145,7 @@ class DirTable:
         times = self.times
         order = sorted(self.names.items(), key=lambda item: times[item[1]])
         self.names = dict(order)
-        self.late = {}
+        self.late = _NO_LATE
         self.unsorted = False
         self.tail = times[order[-1][1]] if order else float("-inf")
 
@@ -181,7 +189,7 @@ class DirTable:
         self.sizes = array("q", [sizes[s] for s in slots])
         self.inos = array("Q", [inos[s] for s in slots])
         self.names = dict(zip(self.names, ints, strict=False))
-        self.free = []
+        self.free = _NO_FREE
 
 
 def age_of(item: tuple[str, Entry]) -> float:

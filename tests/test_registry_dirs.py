@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tempwatch import dirtable
 from tempwatch import registry as registry_module
 from tempwatch.dirtable import DirTable
 from tempwatch.registry import Entry, Registry
@@ -151,6 +152,7 @@ def test_every_directory_stays_exact_and_iteration_oldest_first(
         assert registry.matches(path, entry.size_bytes, entry.ino)
     assert sorted(registry.paths()) == sorted(model) == sorted(registry.times())
     assert all(not table.unsorted for table in registry._dirs.values())
+    assert not dirtable._NO_FREE and not dirtable._NO_LATE, "the shared stand-ins stay empty"
 
 
 def test_a_bare_name_and_a_name_at_the_root_are_two_paths() -> None:
