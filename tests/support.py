@@ -9,11 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
 __all__ = [
     "HIDDEN_PROCESSES_WARNING",
+    "OnDeleted",
     "hold_open",
     "is_healthy_but_for_hidden_processes",
     "small_inotify_queue",
@@ -138,3 +140,20 @@ def event_lines(level: str = "DEBUG") -> Iterator[list[str]]:
     finally:
         logger.remove(sink)
         logger.disable("tempwatch")
+
+
+class OnDeleted:
+    """A cleanup listener that hears only deletions (`on_deleted`, for a subclass to say);
+    the rest of the listener protocol is heard and ignored."""
+
+    def on_deleted(self, decision: Any, result: Any) -> None:
+        pass
+
+    def on_skipped_open(self, decision: Any) -> None:
+        pass
+
+    def on_failed(self, decision: Any, result: Any) -> None:
+        pass
+
+    def on_pass(self, report: Any) -> None:
+        pass

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from loguru import logger
+from support import OnDeleted
 
 import tempwatch.dirfd
 from tempwatch.cleaner import execute_plan
@@ -302,21 +303,12 @@ def _decision(path: Path) -> Decision:
     return Decision(str(path), Reason.EXPIRED, 7200.0, 4, os.lstat(path).st_ino)
 
 
-class _Heard:
+class _Heard(OnDeleted):
     def __init__(self) -> None:
         self.deleted: list[str] = []
 
     def on_deleted(self, decision: Decision, result: DeleteResult) -> None:
         self.deleted.append(decision.path)
-
-    def on_skipped_open(self, decision: Decision) -> None:
-        pass
-
-    def on_failed(self, decision: Decision, result: DeleteResult) -> None:
-        pass
-
-    def on_pass(self, report: object) -> None:
-        pass
 
 
 def test_execute_plan_deletes_grouped_by_directory(base: Path) -> None:

@@ -8,9 +8,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from support import hold_open
+from support import OnDeleted, hold_open
 
-from tempwatch.cleaner import PassReport
 from tempwatch.config import Config, WatchConfig
 from tempwatch.deleter import Deleter, DeleteResult
 from tempwatch.enforcer import Enforcer
@@ -21,7 +20,7 @@ from tempwatch.registry import Registry
 _LIMITS = Limits(max_age_seconds=3600, max_files=10, low_watermark=0.5)
 
 
-class _Arrivals:
+class _Arrivals(OnDeleted):
     """A listener that creates and registers a new file for each one deleted: a burst that
     goes on while the enforcer evicts."""
 
@@ -35,15 +34,6 @@ class _Arrivals:
             self._made += 1
             path = _make(self._base / f"late{self._made:03d}")
             self._registry.add(str(path), time.time(), 0, os.lstat(path).st_ino)
-
-    def on_skipped_open(self, decision: Decision) -> None:
-        pass
-
-    def on_failed(self, decision: Decision, result: DeleteResult) -> None:
-        pass
-
-    def on_pass(self, report: PassReport) -> None:
-        pass
 
 
 def _make(path: Path) -> Path:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import event_lines, hold_open, wait_for
+from support import OnDeleted, event_lines, hold_open, wait_for
 
 from tempwatch.cli import main
 from tempwatch.config import CleanupConfig, Config, LimitsConfig, WatchConfig
@@ -233,6 +233,18 @@ def test_a_writer_hitting_enospc_does_not_crash_the_service(tmp_path: Path) -> N
                      message="the shortfall cleared")
 
 
+def _six_files_of_2_mib(fs: Path) -> tuple[Path, Registry]:
+    """fs/tmp with six files of 2 MiB, registered oldest first (12 of 16 MiB used)."""
+    base = fs / "tmp"
+    base.mkdir()
+    registry = Registry()
+    for i in range(6):
+        path = base / f"f{i}"
+        path.write_bytes(b"x" * (2 * MiB))
+        registry.add(str(path), float(i), 2 * MiB, path.stat().st_ino)
+    return base, registry
+
+
 class FakeMonotonic:
     """A monotonic clock the test moves: the checks' delays, without waiting for them."""
 
@@ -253,13 +265,7 @@ def test_a_read_only_filesystem_is_retried_with_a_growing_delay_then_recovers(
     # The reclaimer alone, with a real deleter: a tmpfs cannot be remounted read-only under
     # a file open for writing, and a running service holds its lock file so.
     with tmpfs(tmp_path / "fs", size="16m") as fs:
-        base = fs / "tmp"
-        base.mkdir()
-        registry = Registry()
-        for i in range(6):
-            path = base / f"f{i}"
-            path.write_bytes(b"x" * (2 * MiB))
-            registry.add(str(path), float(i), 2 * MiB, path.stat().st_ino)
+        base, registry = _six_files_of_2_mib(fs)
         config = pressure_config(base, min_free_space=FreeAmount(50, is_percent=True))
         watermarks = watermarks_of(config)
         clock = FakeMonotonic()
@@ -297,7 +303,7 @@ def test_a_read_only_filesystem_is_retried_with_a_growing_delay_then_recovers(
     assert any(line.startswith("INFO pressure-over ") for line in log_lines)
 
 
-class _Refill:
+class _Refill(OnDeleted):
     """A writer that writes a new file for each one evicted: still low after the eviction."""
 
     def __init__(self, base: Path, registry: Registry) -> None:
@@ -309,25 +315,10 @@ class _Refill:
         path.write_bytes(b"x" * (2 * MiB))
         self._registry.add(str(path), time.time(), 2 * MiB, path.stat().st_ino)
 
-    def on_skipped_open(self, decision: object) -> None:
-        pass
-
-    def on_failed(self, decision: object, result: object) -> None:
-        pass
-
-    def on_pass(self, report: object) -> None:
-        pass
-
 
 def test_after_an_eviction_a_writer_undid_the_next_check_is_due_at_once(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "fs", size="16m") as fs:
-        base = fs / "tmp"
-        base.mkdir()
-        registry = Registry()
-        for i in range(6):
-            path = base / f"f{i}"
-            path.write_bytes(b"x" * (2 * MiB))
-            registry.add(str(path), float(i), 2 * MiB, path.stat().st_ino)
+        base, registry = _six_files_of_2_mib(fs)
         config = pressure_config(base, min_free_space=FreeAmount(50, is_percent=True))
         watermarks = watermarks_of(config)
         clock = FakeMonotonic()
