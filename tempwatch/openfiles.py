@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -233,13 +233,13 @@ NO_OPEN_FILES: OpenFileSet = _NoOpenFiles()
 
 
 class _Collector:
-    __slots__ = ("deleted", "denied", "ids", "paths", "pid", "pids", "prefix", "seen")
+    __slots__ = ("deleted", "denied", "held", "ids", "paths", "pid", "prefix", "seen")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.paths: set[str] = set()
         self.ids: set[tuple[int, int]] = set()
-        self.pids: dict[str, list[int]] = {}
+        self.held: list[tuple[int, list[str]]] = []  # (pid, the paths it holds open)
         self.deleted: dict[tuple[int, int], tuple[str, int, list[int]]] = {}
         self.seen = 0
         self.denied = 0
@@ -248,7 +248,7 @@ class _Collector:
     def add(self, path: str) -> None:
         """A descriptor on `path`, a name under base_dir not reported as deleted."""
         self.paths.add(path)
-        self.pids.setdefault(path, []).append(self.pid)
+        self.held.append((self.pid, [path]))
 
     def add_unlinked(self, path: str, stat: os.stat_result | None) -> None:
         """A descriptor whose name the kernel reports as "<path> (deleted)"."""
@@ -278,8 +278,38 @@ class _Collector:
         )
         return OpenFiles(
             frozenset(self.paths), frozenset(self.ids), self.seen, self.denied,
-            self.pids, deleted,
+            _Holders(self.held), deleted,
         )  # fmt: skip
+
+
+class _Holders(Mapping[str, Sequence[int]]):
+    """path -> the pids holding it, made from the sweep's (pid, paths) on first use: a pass
+    asks only for the holders of files it skips, most never."""
+
+    __slots__ = ("_by_path", "_held")
+
+    def __init__(self, held: list[tuple[int, list[str]]]) -> None:
+        self._held = held
+        self._by_path: dict[str, list[int]] | None = None
+
+    def _map(self) -> dict[str, list[int]]:
+        by_path = self._by_path
+        if by_path is None:
+            by_path = {}
+            for pid, paths in self._held:
+                for path in paths:
+                    by_path.setdefault(path, []).append(pid)
+            self._by_path = by_path
+        return by_path
+
+    def __getitem__(self, path: str) -> Sequence[int]:
+        return self._map()[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
 
 
 def _prefix_of(real_base_dir: str) -> str:
@@ -328,10 +358,11 @@ def _pids() -> list[int]:
 
 
 def _scan_fd_dir(dir_fd: int, found: _Collector) -> None:
-    # This loop runs for every descriptor of every process: only a name under base_dir
-    # costs more than its readlink, and only one reported as deleted costs a stat.
-    prefix, pid = found.prefix, found.pid
-    paths, pids = found.paths, found.pids
+    # This loop runs for every descriptor of every process: a name under base_dir costs an
+    # append more than its readlink, one reported as deleted a stat; who holds what is
+    # worked out only if a holder is asked for.
+    prefix = found.prefix
+    mine: list[str] = []
     for name in os.listdir(dir_fd):
         try:
             target = os.readlink(name, dir_fd=dir_fd)
@@ -346,13 +377,11 @@ def _scan_fd_dir(dir_fd: int, found: _Collector) -> None:
             continue
         if target.endswith(_DELETED_SUFFIX):
             found.add_unlinked(target, _stat_through_fd(name, dir_fd))
-            continue
-        paths.add(target)
-        holders = pids.get(target)
-        if holders is None:
-            pids[target] = [pid]
         else:
-            holders.append(pid)
+            mine.append(target)
+    if mine:
+        found.paths.update(mine)
+        found.held.append((found.pid, mine))
 
 
 def _stat_through_fd(name: str, dir_fd: int) -> os.stat_result | None:
